@@ -1,0 +1,27 @@
+"""verify: sound robustness certification of ReLU networks.
+
+Public API (explicit re-exports only).
+"""
+
+from verify.network import Affine, Network, NetworkError, ReLU
+from verify.options import Options
+from verify.results import MethodResult, SolverStatus, Verdict
+from verify.spec import InputBox, OutputSpec, Property, SpecError, linf_ball, robustness_property, robustness_spec
+
+__all__ = [
+    "Affine",
+    "InputBox",
+    "MethodResult",
+    "Network",
+    "NetworkError",
+    "Options",
+    "OutputSpec",
+    "Property",
+    "ReLU",
+    "SolverStatus",
+    "SpecError",
+    "Verdict",
+    "linf_ball",
+    "robustness_property",
+    "robustness_spec",
+]

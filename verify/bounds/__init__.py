@@ -1,0 +1,1 @@
+"""Bound propagation in torch."""
