@@ -1,0 +1,51 @@
+"""Shared test fixtures: real data under ../shared/data (skipped with a reason where absent), random nets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from verify.network import Affine, Network, ReLU
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared/data; skips the calling test when it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data not available: {p} (the ../shared/data folder beside the repo)")
+    return p
+
+
+def random_network(seed: int, dims: tuple[int, ...] = (4, 8, 8, 3), scale: float = 1.0) -> Network:
+    """A seeded random MLP with the given layer widths and input domain [0, 1]."""
+    rng = np.random.default_rng(seed)
+    ops: list = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        ops.append(Affine(rng.normal(size=(b, a)) * scale / np.sqrt(a), rng.normal(size=b) * 0.1 * scale, f"fc{i}"))
+        ops.append(ReLU())
+    return Network.from_ops(ops[:-1], (dims[0],), (0.0, 1.0), name=f"random{seed}")
+
+
+def mnist_test(n: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """First ``n`` MNIST test images flattened to (n, 784) in [0, 1] and their labels."""
+    d = np.load(shared_path("mnist", "mnist_test.npz"))
+    return d["x"][:n].reshape(n, -1).astype(np.float64) / 255.0, d["y"][:n].astype(np.int64)
+
+
+def rsl18(name: str) -> Network:
+    """One of the SDP paper's networks (grad_nn, lp_nn, pgd_nn) read directly from its npz."""
+    d = np.load(shared_path("nets", "rsl18", f"{name}.npz"))
+    n_layers = sum(1 for k in d.files if k.startswith("W"))
+    ops: list = []
+    for i in range(n_layers):
+        ops += [Affine(d[f"W{i}"].astype(np.float64), d[f"b{i}"].astype(np.float64), f"fc{i}"), ReLU()]
+    return Network.from_ops(ops[:-1], (784,), (0.0, 1.0), name=name)
+
+
+@pytest.fixture
+def small_net() -> Network:
+    return random_network(0)
