@@ -3,6 +3,8 @@
 Public API (explicit re-exports only).
 """
 
+__version__ = "0.1.0"
+
 from verify.network import Affine, Network, NetworkError, ReLU
 from verify.options import Options
 from verify.results import MethodResult, SolverStatus, Verdict

@@ -1,0 +1,61 @@
+"""The ``verify`` console script.
+
+``verify NET --eps 0.1`` certifies (or falsifies) robustness of NET on inputs from ``--data`` with every
+method of ``--methods`` and prints a comparison table; ``--vnnlib SPEC`` checks one VNN-COMP property.
+Exit codes: 0 done, 2 bad input (one line on stderr), 130 interrupted (finished results kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from verify.cli_args import UsageError, build_parser, options_from_args, parse_eps, parse_methods_arg
+
+log = logging.getLogger("verify")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message is a complete, actionable sentence for the user."""
+    from verify.data import DataError
+    from verify.load import LoadError
+    from verify.network import NetworkError
+    from verify.runner import ResumeError
+    from verify.spec import SpecError
+
+    return (UsageError, LoadError, DataError, NetworkError, SpecError, ResumeError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.vnnlib:
+            from verify.cli_vnnlib import run_vnnlib
+
+            return run_vnnlib(args)
+        return run_main(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        print(f"verify: error: {err}", file=sys.stderr)
+        return 2
+
+
+def run_main(args: argparse.Namespace) -> int:
+    """The main job: many inputs x eps values x methods, with a results file, resume and a final table."""
+    from verify.cli_run import execute
+
+    eps_values = parse_eps(args.eps)
+    methods = parse_methods_arg(args.methods)
+    options = options_from_args(args)
+    return execute(args, eps_values, methods, options)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Command-line arguments of ``verify`` and their conversion to :class:`verify.Options`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from verify.methods import METHODS, parse_methods
+from verify.options import BOUND_METHODS, LP_SOLVERS, SDP_BACKENDS, Options
+
+
+class UsageError(ValueError):
+    """Bad command-line input; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="verify",
+        description="Prove (or refute) that a ReLU network's decision cannot be flipped by any L-infinity "
+        "perturbation of radius eps (in the input's own units, e.g. pixels in [0,1]).",
+    )
+    p.add_argument("model", help="network file: .pt/.pth (state dict or TorchScript), .onnx, or .npz of W0..,b0..")
+    p.add_argument("--eps", default="0.1", help="radius, or several comma-separated (default 0.1), in input units")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated from {','.join(METHODS)} (default: attack,ibp,crown,alpha-crown,lp, and sdp where the network is small enough)")
+    p.add_argument("--data", default=None, help="inputs: .npz with x,y; a torch tensor file; or 'digits' (scikit-learn's bundled digits test split)")
+    p.add_argument("--n", type=int, default=20, help="number of inputs (default 20)")
+    p.add_argument("--start", type=int, default=0, help="index of the first input (default 0)")
+    p.add_argument("--vnnlib", default=None, help="verify one VNN-LIB property instead of a data set")
+    p.add_argument("--out", default=None, help="with --vnnlib: write the result (holds/violated/unknown) to this file")
+    p.add_argument("--json", default=None, help="write the full report as JSON")
+    p.add_argument("--report", default=None, help="write a self-contained HTML report with plots")
+    p.add_argument("--results", default=None, help="results file, appended as each input finishes (default verify-runs/<model>-<time>.jsonl)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="FILE",
+                   help="continue a results file without redoing finished inputs (default: the newest for this model)")
+    p.add_argument("--arch", default=None, help="file.py:factory that builds the torch module for a state dict")
+    p.add_argument("--trust-pickle", action="store_true", help="allow loading full pickled modules (a pickle can run code)")
+    p.add_argument("--domain", default=None, help="input domain lo,hi (default from the model file, else 0,1)")
+    p.add_argument("--bounds", default="crown", choices=BOUND_METHODS, help="pre-activation bounds for lp/sdp/exact")
+    p.add_argument("--lp-solver", default="highs", choices=LP_SOLVERS)
+    p.add_argument("--sdp-backend", default="dual", choices=SDP_BACKENDS)
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds per margin for lp/sdp/exact (default 60)")
+    p.add_argument("--attack-steps", type=int, default=50)
+    p.add_argument("--attack-restarts", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="log solver progress")
+    return p
+
+
+def parse_eps(text: str) -> tuple[float, ...]:
+    """``"0.02,0.05"`` -> ``(0.02, 0.05)``; every value finite and >= 0."""
+    values = []
+    for tok in str(text).split(","):
+        try:
+            v = float(tok)
+        except ValueError:
+            raise UsageError(f"--eps: {tok.strip()!r} is not a number") from None
+        if not math.isfinite(v) or v < 0:
+            raise UsageError(f"--eps must be >= 0 and finite, got {tok.strip()}")
+        values.append(v)
+    return tuple(dict.fromkeys(values))
+
+
+def parse_methods_arg(text: str | None) -> tuple[str, ...] | None:
+    """Methods from ``--methods``; ``None`` means the default set for the network."""
+    if text is None:
+        return None
+    try:
+        return parse_methods(text)
+    except ValueError as err:
+        raise UsageError(f"--methods: {err}") from None
+
+
+def parse_domain(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(t) for t in text.split(","))
+    except ValueError:
+        raise UsageError(f"--domain must be two numbers lo,hi; got {text!r}") from None
+    if not lo <= hi:
+        raise UsageError(f"--domain is empty: {lo} > {hi}")
+    return lo, hi
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The frozen options for a command line; invalid values become a :class:`UsageError`."""
+    for name in ("n", "attack_steps", "attack_restarts"):
+        if getattr(args, name) < (1 if name == "n" else 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be {'>= 1' if name == 'n' else '>= 0'}")
+    if args.start < 0:
+        raise UsageError("--start must be >= 0")
+    try:
+        return Options(
+            bounds=args.bounds, lp_solver=args.lp_solver, sdp_backend=args.sdp_backend, time_limit=args.time_limit,
+            attack_steps=args.attack_steps, attack_restarts=args.attack_restarts, seed=args.seed,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None

@@ -1,0 +1,162 @@
+"""Run methods over many inputs, writing each finished result to a JSON-lines file as it goes.
+
+The results file starts with one ``{"type": "meta", ...}`` line (network hash, options, methods) followed by
+one ``{"type": "record", ...}`` line per (input, eps, method). It is flushed and fsync'ed after every
+input, so an interrupted run loses at most the input in progress, and :func:`read_results` lets a new run
+skip what is already there (``--resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from verify.methods import Reference, run_method
+from verify.network import Network
+from verify.options import Options
+from verify.report import Record
+from verify.results import MethodResult, SolverStatus, Verdict
+from verify.spec import robustness_property
+
+log = logging.getLogger(__name__)
+
+
+class ResumeError(ValueError):
+    """The results file cannot be resumed (other network, other options, unreadable)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One input at one radius: ``x`` flattened ``(in_dim,)`` in input units, ``eps`` in the same units."""
+
+    index: int
+    x: np.ndarray
+    label: int
+    eps: float
+
+
+def make_tasks(x: np.ndarray, y: np.ndarray, eps_values: Iterable[float], start: int = 0) -> list[Task]:
+    """Tasks for inputs ``x`` ``(N, in_dim)`` with labels ``y`` ``(N,)``; indices count from ``start``."""
+    return [Task(start + i, x[i].ravel(), int(y[i]), float(e)) for e in eps_values for i in range(len(x))]
+
+
+def evaluate_task(
+    net: Network, task: Task, methods: tuple[str, ...], options: Options, reference: Reference | None = None,
+    skip: frozenset[str] = frozenset(),
+) -> Iterator[Record]:
+    """Run every method (except those in ``skip``) on one task, yielding a record as each finishes.
+
+    A misclassified clean input is a counterexample to every method's property: it is recorded as
+    FALSIFIED for every method without running them (status NOT_RUN), after re-checking with ``reference``.
+    """
+    prop = robustness_property(task.x, task.label, task.eps, (net.domain_lower, net.domain_upper), net.out_dim)
+    check = reference if reference is not None else net.forward
+    clean_logits = np.asarray(check(task.x[None]), dtype=np.float64)
+    if bool(prop.output.violated(clean_logits)[0]):
+        margin = float(prop.output.margins(clean_logits).min())
+        for name in methods:
+            if name not in skip:
+                res = MethodResult(name, Verdict.FALSIFIED, margin, prop.output.margins(clean_logits)[0], 0.0,
+                                   SolverStatus.NOT_RUN, "clean input is misclassified", task.x.copy())
+                yield Record.from_result(task.index, task.label, task.eps, res)
+        return
+    for name in methods:
+        if name not in skip:
+            res = run_method(name, net, prop, options, reference)
+            yield Record.from_result(task.index, task.label, task.eps, res)
+
+
+class ResultsFile:
+    """Append-only JSON-lines results file (see module docstring)."""
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        self.path = Path(path)
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self._fh = open(self.path, "a", encoding="utf-8")
+        if fresh:
+            self._write({"type": "meta", **meta})
+            self.flush()
+
+    def _write(self, obj: dict) -> None:
+        self._fh.write(json.dumps(obj, allow_nan=False) + "\n")
+
+    def append(self, record: Record) -> None:
+        self._write({"type": "record", **record.to_dict()})
+
+    def flush(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self.flush()
+        self._fh.close()
+
+
+def read_results(path: Path) -> tuple[dict, list[Record]]:
+    """Meta and records of a results file; a torn last line (crash mid-write) is ignored."""
+    meta: dict = {}
+    records: list[Record] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise ResumeError(f"cannot read results file {path}: {err.strerror}") from None
+    for n, line in enumerate(lines, 1):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                log.warning("ignoring a partly written last line in %s", path)
+                continue
+            raise ResumeError(f"{path} line {n} is not valid JSON; is this a verify results file?") from None
+        kind = obj.pop("type", None)
+        if kind == "meta":
+            meta = obj
+        elif kind == "record":
+            records.append(Record.from_dict(obj))
+    if not meta:
+        raise ResumeError(f"{path} has no meta line; is this a verify results file?")
+    return meta, records
+
+
+def run_tasks(
+    net: Network,
+    tasks: list[Task],
+    methods: tuple[str, ...],
+    options: Options,
+    reference: Reference | None = None,
+    results: ResultsFile | None = None,
+    done: dict[tuple[int, float], frozenset[str]] | None = None,
+    on_record: Callable[[Record], None] | None = None,
+) -> list[Record]:
+    """Run ``methods`` on every task; records are appended to ``results`` after each task.
+
+    ``done`` maps ``(index, eps)`` to the methods already finished (from a resumed file); those are skipped.
+    KeyboardInterrupt propagates after the finished tasks are safely on disk.
+    """
+    out: list[Record] = []
+    done = done or {}
+    for task in tasks:
+        skip = done.get((task.index, task.eps), frozenset())
+        for rec in evaluate_task(net, task, methods, options, reference, skip):
+            out.append(rec)
+            if results is not None:
+                results.append(rec)
+            if on_record is not None:
+                on_record(rec)
+        if results is not None:
+            results.flush()
+    return out
+
+
+def done_map(records: list[Record]) -> dict[tuple[int, float], frozenset[str]]:
+    """``(index, eps) -> methods finished`` for resuming."""
+    out: dict[tuple[int, float], set[str]] = {}
+    for r in records:
+        out.setdefault((r.index, float(r.eps)), set()).add(r.method)
+    return {k: frozenset(v) for k, v in out.items()}
