@@ -21,10 +21,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from verify.data import DataError
     from verify.load import LoadError
     from verify.network import NetworkError
+    from verify.report import ReportError
     from verify.runner import ResumeError
     from verify.spec import SpecError
 
-    return (UsageError, LoadError, DataError, NetworkError, SpecError, ResumeError)
+    return (UsageError, LoadError, DataError, NetworkError, SpecError, ResumeError, ReportError)
 
 
 def main(argv: list[str] | None = None) -> int:

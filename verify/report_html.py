@@ -1,0 +1,164 @@
+"""One self-contained HTML page for a :class:`verify.report.Report`: metadata, summary table, plots
+(embedded base64 PNG), conflict warnings and a collapsible per-input table. No external resources;
+every piece of text goes through :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import shlex
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from verify.report_plots import Plot, make_plots
+from verify.report_summary import TABLE_HEADER, Conflict, MethodSummary, fmt_eps, fmt_num, method_rank, summary_row
+from verify.results import Verdict
+
+if TYPE_CHECKING:
+    from verify.report import Record, Report
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
+th { background: #f0f0f0; } td.text, th.text { text-align: left; }
+tr.eps-start td { border-top: 2px solid #888; }
+.certified { background: #d9f2d9; } .falsified { background: #f7d4d4; }
+.unknown { background: #fdf3cf; } .error { background: #e0e0e0; }
+.warning { background: #fbe3e3; border: 1px solid #c33; padding: 0.5em 1em; }
+figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #444; max-width: 50em; }
+img { max-width: 100%; height: auto; } .note { font-size: 0.9em; color: #444; }
+"""
+MAX_INPUT_ROWS = 5000  # per-input rows on the page; the JSON report keeps every record
+_SYMBOL = {Verdict.CERTIFIED: "cert", Verdict.FALSIFIED: "fals", Verdict.UNKNOWN: "unk", Verdict.ERROR: "err"}
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _flatten(d: dict, prefix: str = "") -> Iterable[tuple[str, str]]:
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        elif k == "command_line" and isinstance(v, list):
+            yield f"{prefix}{k}", shlex.join(str(a) for a in v)
+        else:
+            yield f"{prefix}{k}", "-" if v is None else str(v)
+
+
+def meta_table(meta: dict) -> str:
+    """Run metadata as a two-column table (nested keys joined with dots)."""
+    rows = "".join(f'<tr><th class="text">{_e(k)}</th><td class="text">{_e(v)}</td></tr>' for k, v in _flatten(meta))
+    return f'<table class="meta">{rows}</table>'
+
+
+def summary_table(summaries: Sequence[MethodSummary]) -> str:
+    """The summary as an HTML table: one row per (eps, method), the same cells as the terminal table."""
+    head = '<th class="text">eps</th>' + "".join(
+        f'<th class="text">{_e(h)}</th>' if i == 0 else f"<th>{_e(h)}</th>" for i, h in enumerate(TABLE_HEADER))
+    body, last = [], object()
+    for s in summaries:
+        start = ' eps-start' if s.eps != last else ""
+        last = s.eps
+        cells = "".join(f'<td class="text">{_e(c)}</td>' if i == 0 else f"<td>{_e(c)}</td>"
+                        for i, c in enumerate(summary_row(s)))
+        body.append(f'<tr class="summary{start}"><td class="text">{_e(fmt_eps(s.eps))}</td>{cells}</tr>')
+    return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _record_cell(r: Record | None) -> str:
+    if r is None:
+        return "<td>-</td>"
+    tip = f"{r.verdict.value}; status {r.status.value}; {fmt_num(r.time_s)} s" + (f"; {r.message}" if r.message else "")
+    return (f'<td class="{_e(r.verdict.value)}" title="{_e(tip)}">'
+            f"{_e(_SYMBOL[r.verdict])} {_e(fmt_num(r.bound))}</td>")
+
+
+def input_table(records: Sequence[Record], max_rows: int = MAX_INPUT_ROWS) -> str:
+    """One row per (eps, input): each method's verdict and bound (hover for status, time and message); the
+    first ``max_rows`` rows, with a note when more exist (the JSON report has them all)."""
+    methods = sorted({r.method for r in records}, key=method_rank)
+    by_case: dict[tuple[float | None, int], dict[str, Record]] = {}
+    labels: dict[int, int | None] = {}
+    for r in records:
+        by_case.setdefault((r.eps, r.index), {})[r.method] = r
+        labels[r.index] = r.label
+    head = "<th>eps</th><th>input</th><th>label</th>" + "".join(f"<th>{_e(m)}</th>" for m in methods)
+    rows = []
+    cases = sorted(by_case, key=lambda k: (k[0] is not None, k[0] or 0.0, k[1]))
+    for eps, index in cases[:max_rows]:
+        cells = "".join(_record_cell(by_case[(eps, index)].get(m)) for m in methods)
+        label = "-" if labels[index] is None else labels[index]
+        rows.append(f"<tr><td>{_e(fmt_eps(eps))}</td><td>{index}</td><td>{_e(label)}</td>{cells}</tr>")
+    more = f'<p class="note">first {max_rows} of {len(cases)} rows shown</p>' if len(cases) > max_rows else ""
+    return f'<table class="inputs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{more}'
+
+
+def conflicts_box(conflicts: Sequence[Conflict]) -> str:
+    """A warning box listing contradictions between methods (empty string when there are none)."""
+    if not conflicts:
+        return ""
+    items = "".join(f"<li>input {c.index}, eps {_e(fmt_eps(c.eps))}: {_e(c.kind.value)} ({_e(', '.join(c.methods))})</li>"
+                    for c in conflicts)
+    return (f'<div class="warning"><strong>{len(conflicts)} contradiction(s) between methods: some method is '
+            f"unsound on these cases.</strong><ul>{items}</ul></div>")
+
+
+def figure(plot: Plot) -> str:
+    """A plot as ``<figure>`` with the PNG inline as a data URI."""
+    data = base64.b64encode(plot.png).decode("ascii")
+    return (f"<figure><h3>{_e(plot.title)}</h3><img alt=\"{_e(plot.title)}\" src=\"data:image/png;base64,{data}\">"
+            f"<figcaption>{_e(plot.caption)}</figcaption></figure>")
+
+
+def render_html(report: Report, title: str | None = None) -> str:
+    """The whole page as a string."""
+    title = title or page_title(report.meta)
+    summaries = report.summaries()
+    plots = "".join(figure(p) for p in make_plots(report.records, summaries))
+    n_inputs = len({r.index for r in report.records})
+    legend = ("cert.acc = certified / n (a lower bound on robust accuracy); 1-fals = 1 - falsified / n (an upper "
+              "bound); times in seconds; gap = mean of (attack margin - method bound), how far each sound bound "
+              f"lies below the attack. eps in {report.meta.get('eps_units', 'input units')}.")
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>", run_note(report.meta),
+        f'<p class="note">{n_inputs} inputs, {len(report.records)} results, methods: '
+        f"{_e(', '.join(report.methods()))}.</p>",
+        "<details><summary>Run metadata (versions, options)</summary>", meta_table(report.meta), "</details>",
+        conflicts_box(report.conflicts()),
+        "<h2>Summary</h2>", summary_table(summaries), f'<p class="note">{_e(legend)}</p>',
+        "<h2>Plots</h2>", plots or '<p class="note">no results to plot</p>',
+        "<h2>Per input</h2>",
+        f"<details><summary>{len(report.records)} results (hover a cell for status, time and message)</summary>",
+        input_table(report.records), "</details>",
+        "</body></html>",
+    ])
+
+
+def run_note(meta: dict) -> str:
+    """One paragraph: model/network, hash, start time and command line (whichever the metadata has)."""
+    net = meta.get("network")
+    net = net if isinstance(net, dict) else {"shape": net} if isinstance(net, str) else {}
+    parts = []
+    what = " ".join(str(v) for v in (meta.get("model"), net.get("name"), net.get("shape")) if v)
+    digest = net.get("hash") or meta.get("network_hash")
+    if what or digest:
+        parts.append(f"network {what}" + (f" (hash {digest})" if digest else ""))
+    started = meta.get("start_time") or meta.get("started")
+    if started:
+        parts.append(f"started {started}")
+    command = meta.get("command_line") or meta.get("command")
+    if command:
+        parts.append("command: " + (shlex.join(str(a) for a in command) if isinstance(command, list) else str(command)))
+    return f'<p class="note">{_e("; ".join(parts))}</p>' if parts else ""
+
+
+def page_title(meta: dict) -> str:
+    """``verify report: NAME`` with the network's name, else the model path, else ``network``."""
+    net = meta.get("network")
+    name = net.get("name") if isinstance(net, dict) else None
+    return f"verify report: {name or meta.get('model') or 'network'}"
