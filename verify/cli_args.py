@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default=None, help="file.py:factory that builds the torch module for a state dict")
     p.add_argument("--trust-pickle", action="store_true", help="allow loading full pickled modules (a pickle can run code)")
     p.add_argument("--domain", default=None, help="input domain lo,hi (default from the model file, else 0,1)")
+    p.add_argument("--input-shape", default=None, help="input shape, e.g. 1,28,28 (for conv state dicts)")
+    p.add_argument("--mean", default=None, help="input normalization mean (one value or one per channel, comma-separated)")
+    p.add_argument("--std", default=None, help="input normalization std (as --mean); eps stays in un-normalized units")
     p.add_argument("--bounds", default="crown", choices=BOUND_METHODS, help="pre-activation bounds for lp/sdp/exact")
     p.add_argument("--lp-solver", default="highs", choices=LP_SOLVERS)
     p.add_argument("--sdp-backend", default="dual", choices=SDP_BACKENDS)
@@ -82,6 +85,29 @@ def parse_domain(text: str | None) -> tuple[float, float] | None:
     if not lo <= hi:
         raise UsageError(f"--domain is empty: {lo} > {hi}")
     return lo, hi
+
+
+def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    """``"0.1307"`` or ``"0.5,0.5,0.5"`` -> floats; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise UsageError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """``"1,28,28"`` -> ``(1, 28, 28)``."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(t) for t in text.replace("x", ",").split(","))
+    except ValueError:
+        raise UsageError(f"--input-shape must be comma-separated integers, got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise UsageError(f"--input-shape must be positive integers, got {text!r}")
+    return shape
 
 
 def options_from_args(args: argparse.Namespace) -> Options:

@@ -9,7 +9,7 @@ import platform
 import sys
 from pathlib import Path
 
-from verify.cli_args import UsageError, parse_domain
+from verify.cli_args import UsageError, parse_domain, parse_floats, parse_shape
 from verify.cli_progress import Progress
 from verify.network import Network
 from verify.options import Options
@@ -31,11 +31,10 @@ def load(args: argparse.Namespace):
     """The model, as a :class:`verify.load.LoadedModel`."""
     from verify.load import load_model
 
-    kwargs = {}
-    domain = parse_domain(args.domain)
-    if domain is not None:
-        kwargs["domain"] = domain
-    return load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle, **kwargs)
+    return load_model(
+        args.model, arch=args.arch, trust_pickle=args.trust_pickle, domain=parse_domain(args.domain),
+        input_shape=parse_shape(args.input_shape), mean=parse_floats(args.mean, "--mean"), std=parse_floats(args.std, "--std"),
+    )
 
 
 def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tuple[str, ...] | None, options: Options) -> int:
