@@ -54,12 +54,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         with torch.no_grad():
             acc = float((model(x_te).argmax(1) == y_te).float().mean())
         cert = verify.certify(model, x_te, y_te, args.eps, method="crown")
-        entry = {"epoch": epoch, "loss": float(loss), "accuracy": acc, "crown_certified": cert.certified_accuracy}
+        entry = {"epoch": epoch, "loss": float(loss.detach()), "accuracy": acc, "crown_certified": cert.certified_accuracy}
         if epoch % args.offline_every == 0 or epoch == args.epochs:
             report = verify.verify(model, x_te[: args.offline_n], y_te[: args.offline_n], args.eps,
                                    methods=tuple(args.offline_methods.split(",")))
             for s in report.summaries():
-                entry[f"{s.method}_certified"] = s.certified_accuracy
+                entry[f"offline_{s.method}_certified"] = s.certified_accuracy
         log.append(entry)
         print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
     return log

@@ -55,7 +55,7 @@ def train(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, eps: float, ep
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(xb)
+            total += float(loss.detach()) * len(xb)
         print(f"epoch {epoch + 1:3d}/{epochs}  eps {e:.3f}  loss {total / len(x):.4f}")
 
 

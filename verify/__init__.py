@@ -8,9 +8,14 @@ __version__ = "0.1.0"
 from verify.network import Affine, Network, NetworkError, ReLU
 from verify.options import Options
 from verify.results import MethodResult, SolverStatus, Verdict
+from verify.train import CertifyResult, certify, robust_loss, verify
 from verify.spec import InputBox, OutputSpec, Property, SpecError, linf_ball, robustness_property, robustness_spec
 
 __all__ = [
+    "CertifyResult",
+    "certify",
+    "robust_loss",
+    "verify",
     "Affine",
     "InputBox",
     "MethodResult",
