@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import shared_path
+from conftest import shared_path
 from verify.cli import main
 
 VIOLATED_EXTRA = {("mnist-net_256x2.onnx", "prop_14_0.03.vnnlib")}  # consensus says conflict; PGD finds a counterexample
