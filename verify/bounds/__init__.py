@@ -1,6 +1,7 @@
 """Bound propagation in torch (interval, CROWN, alpha-CROWN).
 
-``preactivation_bounds`` is the entry point used by the LP, SDP and MILP relaxations.
+``preactivation_bounds`` is the entry point used by the LP, SDP and MILP relaxations;
+``margin_lower_bounds`` (torch, batched, differentiable) is the one for certification and training.
 """
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from verify.bounds.alpha import alpha_crown_bounds
+from verify.bounds.crown import crown_bounds
 from verify.bounds.interval import interval_bounds
+from verify.bounds.margins import layer_slack, margin_lower_bounds, rounding_slack
 from verify.network import Network
-from verify.options import Options
+from verify.options import BOUND_METHODS, Options
 from verify.spec import InputBox
 
 
@@ -20,13 +24,37 @@ def preactivation_bounds(
     """Sound float64 bounds on every layer's pre-activation ``W_i z_i + b_i`` over ``box``.
 
     Returns one ``(lower, upper)`` pair of shape ``(out_i,)`` per layer, the last being the logits.
-    ``method`` is "interval", "crown" or "alpha-crown".
+    ``method`` is "interval", "crown" or "alpha-crown". CROWN back-substitutes every neuron (so
+    stable neurons get tight bounds too, useful to the SDP). For "alpha-crown" every layer's bounds
+    (hidden layers and logits) are tightened in turn by optimized slopes (``options.alpha_steps``
+    Adam steps with ``options.alpha_lr``), starting from and never looser than CROWN's. All bounds
+    are widened by :func:`layer_slack` (relative ~1e-13) to cover float64 rounding.
     """
-    lo = torch.as_tensor(box.lower, dtype=torch.float64)[None]
-    hi = torch.as_tensor(box.upper, dtype=torch.float64)[None]
-    if method != "interval":
-        raise NotImplementedError(method)  # CROWN / alpha-CROWN: being added in verify/bounds/crown.py
-    return [(l[0].numpy(), u[0].numpy()) for l, u in interval_bounds(net.torch_chain(), lo, hi)]
+    if method not in BOUND_METHODS:
+        raise ValueError(f"unknown bound method {method!r}; choose from {', '.join(BOUND_METHODS)}")
+    if box.dim != net.in_dim:
+        raise ValueError(f"input box has {box.dim} values but the network expects {net.in_dim}")
+    options = options or Options()
+    chain = net.torch_chain(torch.float64, options.device)
+    lo = torch.as_tensor(box.lower, dtype=torch.float64, device=options.device)[None]
+    hi = torch.as_tensor(box.upper, dtype=torch.float64, device=options.device)[None]
+    with torch.no_grad():
+        if method == "interval":
+            bounds = interval_bounds(chain, lo, hi)
+        elif method == "crown":
+            bounds = crown_bounds(chain, lo, hi, all_rows=True)
+        else:
+            start = crown_bounds(chain, lo, hi, all_rows=True)
+            bounds = alpha_crown_bounds(chain, lo, hi, options.alpha_steps, options.alpha_lr, start=start)
+        slack = layer_slack(chain, lo, hi)
+        return [((l - s)[0].cpu().numpy(), (u + s)[0].cpu().numpy()) for (l, u), s in zip(bounds, slack)]
 
 
-__all__ = ["interval_bounds", "preactivation_bounds"]
+__all__ = [
+    "alpha_crown_bounds",
+    "crown_bounds",
+    "interval_bounds",
+    "margin_lower_bounds",
+    "preactivation_bounds",
+    "rounding_slack",
+]

@@ -1,0 +1,117 @@
+"""Table 1 of Raghunathan, Steinhardt & Liang (2018) on the three rsl18 networks at eps 0.1.
+
+Usage::
+
+    python bench/bench_sdp.py --n 100                 # fraction not certified by SDP and LP, per network
+    python bench/bench_sdp.py --nets pgd_nn --n 5     # a few images of one network
+    python bench/bench_sdp.py --speed                 # one pgd_nn image, all nine margins, timed
+
+Prints one line per image (verdicts, bounds, seconds) and a summary beside the paper's numbers
+(``../shared/data/published/rsl18_table1.csv``). Misclassified images count as not certified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import SHARED, mnist_test, rsl18  # noqa: E402
+
+from verify.options import Options  # noqa: E402
+from verify.relax.sdp import certify_sdp, sdp_margin_bounds  # noqa: E402
+from verify.results import Verdict  # noqa: E402
+from verify.spec import robustness_property  # noqa: E402
+
+NETS = ("grad_nn", "lp_nn", "pgd_nn")
+
+
+def paper_numbers() -> dict[tuple[str, str], float]:
+    path = SHARED / "published" / "rsl18_table1.csv"
+    with open(path) as f:
+        return {(r["network"], r["method"]): float(r["fraction_not_certified"]) for r in csv.DictReader(f)}
+
+
+def run_table(nets: list[str], n: int, eps: float, options: Options, with_lp: bool) -> None:
+    xs, ys = mnist_test(n)
+    paper = paper_numbers()
+    summary = []
+    for name in nets:
+        net = rsl18(name)
+        miss = {"sdp": 0, "lp": 0}
+        times = {"sdp": [], "lp": []}
+        for i in range(n):
+            prop = robustness_property(xs[i], int(ys[i]), eps, (net.domain_lower, net.domain_upper), net.out_dim)
+            line = [f"{name} #{i:3d} label {ys[i]}"]
+            t0 = time.perf_counter()
+            sdp = certify_sdp(net, prop, options)
+            times["sdp"].append(time.perf_counter() - t0)
+            miss["sdp"] += sdp.verdict is not Verdict.CERTIFIED
+            line.append(f"sdp {sdp.verdict.value:9s} bound {sdp.bound:+9.4f} {times['sdp'][-1]:7.1f}s")
+            if with_lp:
+                from verify.relax.lp import certify_lp
+
+                t0 = time.perf_counter()
+                lp = certify_lp(net, prop, options.with_(bounds="interval"))
+                times["lp"].append(time.perf_counter() - t0)
+                miss["lp"] += lp.verdict is not Verdict.CERTIFIED
+                line.append(f"lp {lp.verdict.value:9s} bound {lp.bound:+9.4f} {times['lp'][-1]:6.1f}s")
+            print(" | ".join(line), flush=True)
+        summary.append((name, miss, times))
+    print(f"\nfraction NOT certified at eps {eps} on the first {n} MNIST test images (paper: 1000 random points)")
+    print(f"{'network':8s} {'SDP':>6s} {'paper':>6s} {'LP':>6s} {'paper':>6s} {'SDP s/img (median)':>19s} {'LP s/img':>9s}")
+    for name, miss, times in summary:
+        lp = f"{miss['lp'] / n:6.2f}" if with_lp else "   n/a"
+        lpt = f"{np.median(times['lp']):9.2f}" if with_lp else "      n/a"
+        print(f"{name:8s} {miss['sdp'] / n:6.2f} {paper[(name, 'sdp_cert')]:6.2f} {lp} {paper[(name, 'lp_cert')]:6.2f} "
+              f"{np.median(times['sdp']):19.2f} {lpt}")
+
+
+def run_speed(options: Options, image: int) -> None:
+    """All nine margins of one pgd_nn image (no early stop), and the same with 3x the iterations."""
+    xs, ys = mnist_test(image + 1)
+    net = rsl18("pgd_nn")
+    prop = robustness_property(xs[image], int(ys[image]), 0.1, (net.domain_lower, net.domain_upper), net.out_dim)
+    results = []
+    for label, opts in (("default", options), ("3x iterations", options.with_(sdp_iterations=3 * options.sdp_iterations,
+                                                                             time_limit=3 * options.time_limit))):
+        t0 = time.perf_counter()
+        lower, status, _ = sdp_margin_bounds(net, prop.box, prop.output, opts)
+        wall = time.perf_counter() - t0
+        results.append(lower)
+        print(f"{label:14s}: {wall:7.1f}s wall, status {status.value}, bounds {np.array2string(lower, precision=4)}")
+    diff = np.max(np.abs(results[0] - results[1]))
+    print(f"max |default - 3x| over the nine margins: {diff:.3g} (target: within 1e-3 of the converged value in 60 s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100, help="first N MNIST test images")
+    ap.add_argument("--nets", default=",".join(NETS), help="comma-separated subset of " + ",".join(NETS))
+    ap.add_argument("--eps", type=float, default=0.1)
+    ap.add_argument("--bounds", default="crown", help="pre-activation bounds for the SDP")
+    ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per margin")
+    ap.add_argument("--iterations", type=int, default=300, help="Newton steps per margin")
+    ap.add_argument("--no-lp", action="store_true", help="skip the LP column")
+    ap.add_argument("--speed", action="store_true", help="time one pgd_nn image, all nine margins")
+    ap.add_argument("--image", type=int, default=0)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(relativeCreated)8d %(message)s")
+    options = Options(bounds=args.bounds, time_limit=args.time_limit, sdp_iterations=args.iterations)
+    if args.speed:
+        run_speed(options, args.image)
+    else:
+        run_table([s.strip() for s in args.nets.split(",") if s.strip()], args.n, args.eps, options, not args.no_lp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""SDP relaxation (Raghunathan et al. 2018): soundness against exact/sampled margins, backend agreement,
+the independent certificate checker, and anytime soundness of the dual solver."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from conftest import random_network
+from verify.bounds import preactivation_bounds
+from verify.certificate import CertificateError, check_sdp_certificate
+from verify.options import Options
+from verify.relax.sdp import certify_sdp, sdp_margin_bounds
+from verify.relax.sdp_model import SDPBuildError, build_relaxation, dual_bound
+from verify.results import SolverStatus, Verdict
+from verify.solvers.sdp_cvxpy import solve_cvxpy
+from verify.solvers.sdp_dual import solve_dual
+from verify.spec import InputBox, OutputSpec, Property, robustness_spec
+
+CASES = [(0, (3, 8, 8, 3)), (1, (4, 10, 6, 3)), (2, (3, 6, 6, 6, 3)), (3, (5, 12, 3))]
+
+
+def _case(seed: int, dims: tuple[int, ...], radius: float = 0.2):
+    net = random_network(seed, dims)
+    rng = np.random.default_rng(seed)
+    x0 = rng.uniform(0.25, 0.75, dims[0])
+    box = InputBox(np.clip(x0 - radius, 0, 1), np.clip(x0 + radius, 0, 1))
+    label = int(np.argmax(net.forward(x0)))
+    return net, box, robustness_spec(label, dims[-1])
+
+
+def _sampled_min(net, box, spec, n=20000, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(box.lower, box.upper, size=(n, box.dim))
+    corners = np.where(rng.random((n // 4, box.dim)) < 0.5, box.lower, box.upper)
+    return spec.margins(net.forward(np.vstack([x, corners]))).min(axis=0)
+
+
+def _exact(net, box, spec) -> np.ndarray | None:
+    """The exact minimum of each margin as attained by the MILP's incumbent (a real input: an upper
+    bound on the minimum, equal to it up to the MIP gap, which is checked)."""
+    try:
+        from verify.relax.milp import exact_group
+    except ImportError:
+        return None
+    pre = preactivation_bounds(net, box, "crown")
+    out = []
+    for r in range(spec.n_margins):
+        res = exact_group(net, box, spec.C[r : r + 1], spec.d[r : r + 1], pre, Options())
+        if res.status is not SolverStatus.OPTIMAL:
+            return None
+        assert res.lower <= res.incumbent_value <= res.lower + 1e-4 * (1 + abs(res.incumbent_value))
+        out.append(res.incumbent_value)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed,dims", CASES)
+def test_relaxation_contains_the_network(seed, dims):
+    """Every real input gives a feasible rank-one point whose objective is the real margin."""
+    net, box, spec = _case(seed, dims)
+    rel = build_relaxation(net, box, preactivation_bounds(net, box, "crown"))
+    rng = np.random.default_rng(1)
+    for x in rng.uniform(box.lower, box.upper, size=(50, box.dim)):
+        xh = (x[rel.free] - rel.x_center[rel.free]) / rel.x_radius
+        h, pre = x[None], []
+        for layer in net.layers[:-1]:
+            s = layer.apply(h)[0]
+            pre.append(s)
+            h = np.maximum(s, 0.0)[None]
+        s_unst = np.array([pre[i][j] for i, j in zip(rel.layer, rel.unit)])
+        z = np.maximum(s_unst, 0.0)
+        zh = z / rel.h - 1.0
+        assert np.all(np.abs(np.concatenate([xh, zh])) <= 1 + 1e-9)
+        assert np.allclose(rel.a0 + rel.ax @ xh + rel.az @ zh, s_unst, atol=1e-9)
+        for r in range(spec.n_margins):
+            o0, ox, oz = rel.objective(spec.C[r], spec.d[r])
+            assert np.isclose(o0 + ox @ xh + oz @ zh, spec.margins(net.forward(x[None]))[0, r], atol=1e-9)
+
+
+@pytest.mark.parametrize("seed,dims", CASES)
+def test_sdp_bound_below_exact_and_samples(seed, dims):
+    net, box, spec = _case(seed, dims)
+    lower, status, certs = sdp_margin_bounds(net, box, spec, Options(bounds="crown"))
+    sampled = _sampled_min(net, box, spec)
+    exact = _exact(net, box, spec)
+    assert status is SolverStatus.OPTIMAL
+    assert np.all(np.isfinite(lower))
+    assert np.all(lower <= sampled + 1e-9)
+    if exact is not None:
+        assert np.all(lower <= exact + 1e-9)
+        assert np.all(exact <= sampled + 1e-9)
+    for r, cert in enumerate(certs):
+        assert cert is not None and abs(cert.claimed - lower[r]) <= 1e-6 * (1 + abs(lower[r]))
+
+
+@pytest.mark.parametrize("seed,dims", CASES[:3])
+def test_dual_backend_matches_clarabel_reference(seed, dims):
+    net, box, spec = _case(seed, dims)
+    rel = build_relaxation(net, box, preactivation_bounds(net, box, "interval"))
+    for r in range(spec.n_margins):
+        obj = rel.objective(spec.C[r], spec.d[r])
+        ref = solve_cvxpy(rel, obj, 60.0, solver="CLARABEL")
+        if ref.status is not SolverStatus.OPTIMAL:
+            continue
+        ours = solve_dual(rel, obj, 60.0, 300)
+        assert ours.status is SolverStatus.OPTIMAL
+        assert abs(ours.bound - ref.primal) <= 1e-3 * max(1.0, abs(ref.primal))
+        assert ours.bound <= ref.primal + 1e-6 * max(1.0, abs(ref.primal))  # a dual bound never beats the optimum
+        assert ref.bound <= ref.primal + 1e-6 * max(1.0, abs(ref.primal))
+
+
+def test_dual_bound_is_sound_at_every_iteration():
+    net, box, spec = _case(2, (3, 6, 6, 6, 3))
+    rel = build_relaxation(net, box, preactivation_bounds(net, box, "interval"))
+    exact = _exact(net, box, spec)
+    truth = exact if exact is not None else _sampled_min(net, box, spec)
+    obj = rel.objective(spec.C[0], spec.d[0])
+    values = [solve_dual(rel, obj, 60.0, k).bound for k in (1, 2, 4, 8, 16, 32, 64)]
+    assert all(np.isfinite(v) and v <= truth[0] + 1e-9 for v in values)
+    assert values[-1] > values[0]  # and it improves
+
+
+def test_checker_rejects_tampered_multipliers():
+    net, box, spec = _case(0, (3, 8, 8, 3))
+    lower, _, certs = sdp_margin_bounds(net, box, spec, Options(bounds="crown"))
+    exact = _exact(net, box, spec)
+    truth = exact if exact is not None else _sampled_min(net, box, spec)
+    cert = certs[0]
+    assert check_sdp_certificate(net, box, cert.c, cert.d, cert) == pytest.approx(lower[0], abs=1e-12)
+    rng = np.random.default_rng(0)
+    tampered = [
+        dataclasses.replace(cert, nu=cert.nu * 1.5),
+        dataclasses.replace(cert, gamma=cert.gamma + 1.0),
+        dataclasses.replace(cert, mu_z=cert.mu_z * 0.5),
+        dataclasses.replace(cert, lam=cert.lam + rng.uniform(0, 1, cert.lam.shape)),
+        dataclasses.replace(cert, mu_x=np.zeros_like(cert.mu_x)),
+    ]
+    for bad in tampered:
+        value = check_sdp_certificate(net, box, bad.c, bad.d, bad)
+        assert value <= truth[0] + 1e-9  # whatever the multipliers, never above the true minimum
+        assert value < bad.claimed - 1e-6  # and it disagrees with the claimed value
+    assert check_sdp_certificate(net, box, cert.c, cert.d, dataclasses.replace(cert, nu=cert.nu * np.nan)) == -np.inf
+    with pytest.raises(CertificateError):
+        check_sdp_certificate(net, box, spec.C[1], spec.d[1], cert)  # made for another row
+    wrong = tuple(u - 100.0 for u in cert.hidden_upper)
+    with pytest.raises(CertificateError):
+        check_sdp_certificate(net, box, cert.c, cert.d, dataclasses.replace(cert, hidden_upper=wrong))
+
+
+def test_rounding_allowance_keeps_checked_below_claimed_at_optimum():
+    net, box, spec = _case(1, (4, 10, 6, 3))
+    rel = build_relaxation(net, box, preactivation_bounds(net, box, "crown"))
+    obj = rel.objective(spec.C[0], spec.d[0])
+    sol = solve_dual(rel, obj, 60.0, 300)
+    assert dual_bound(rel, obj, sol.multipliers) == pytest.approx(sol.bound)
+
+
+def test_certify_sdp_verdicts_agree_with_sampling():
+    seen = set()
+    for seed, dims in CASES:
+        for radius in (0.02, 0.2):
+            net, box, spec = _case(seed, dims, radius)
+            res = certify_sdp(net, Property(box, spec), Options())
+            seen.add(res.verdict)
+            sampled = _sampled_min(net, box, spec, n=5000)
+            if res.verdict is Verdict.CERTIFIED:
+                assert np.all(sampled > 0)
+                assert all(c is None or c.claimed > 0 or res.margin_bounds[i] <= 0
+                           for i, c in enumerate(res.extra["certificates"]))
+            assert res.verdict in (Verdict.CERTIFIED, Verdict.UNKNOWN, Verdict.FALSIFIED)
+    assert Verdict.CERTIFIED in seen
+
+
+def test_falsified_at_the_centre():
+    net, box, spec = _case(0, (3, 8, 8, 3))
+    wrong = robustness_spec((spec.label + 1) % 3, 3)
+    res = certify_sdp(net, Property(box, wrong), Options())
+    assert res.verdict is Verdict.FALSIFIED
+    assert wrong.violated(net.forward(res.counterexample[None]))[0]
+
+
+def test_bad_input_errors():
+    net, box, spec = _case(0, (3, 8, 8, 3))
+    with pytest.raises(ValueError, match="logit columns"):
+        sdp_margin_bounds(net, box, OutputSpec(np.ones((1, 4)), np.zeros(1), ((0,),)), Options())
+    with pytest.raises(SDPBuildError, match="input box"):
+        build_relaxation(net, InputBox(np.zeros(2), np.ones(2)), preactivation_bounds(net, box, "interval"))
+
+
+def test_cvxpy_backend_through_the_api():
+    net, box, spec = _case(3, (5, 12, 3))
+    a, _, _ = sdp_margin_bounds(net, box, spec, Options(sdp_backend="cvxpy"))
+    b, _, _ = sdp_margin_bounds(net, box, spec, Options(sdp_backend="dual"))
+    assert np.allclose(a, b, atol=1e-3)
+    assert np.all(a <= _sampled_min(net, box, spec) + 1e-9)

@@ -1,0 +1,372 @@
+"""Independent numpy checkers for relaxation certificates.
+
+LP section
+----------
+The triangle LP (see :mod:`verify.relax.lp`) has variables ``x`` (input), and per hidden layer ``i``
+the pre-activation ``s_i`` and post-activation ``z_i``. Every variable keeps a *box*:
+``x`` in the input box, ``s_i`` in ``[l_i, u_i]``, ``z_i`` in ``[relu(l_i), relu(u_i)]``. The other
+constraints are Lagrange-relaxed with the saved multipliers:
+
+* ``lam_i`` (free): ``s_i - W_i z_{i-1} - b_i = 0`` (``z_{-1} = x``),
+* ``alpha_i`` (free, active neurons ``l >= 0``): ``z_i - s_i = 0``,
+* ``beta_i`` (``>= 0``, unstable neurons): ``s_i - z_i <= 0``,
+* ``gamma_i`` (``>= 0``, unstable neurons): ``u (z - s + l) - l z <= 0`` (the triangle's upper side).
+
+For *any* multipliers the Lagrangian minimized over the boxes is a lower bound on the LP, hence on
+the margin ``c^T f(x) + d`` over the input box (given valid pre-activation bounds). The checker
+projects the multipliers onto their domains (wrong signs / wrong neurons are zeroed: the bound only
+weakens), evaluates the minimum in closed form, and subtracts a float64 rounding allowance
+proportional to the magnitudes of all summed terms, plus a forward-error allowance so the bound
+also holds for the network evaluated in float64. It uses only numpy and the :class:`Network`,
+not the code that built or solved the LP.
+
+Assumption: the pre-activation bounds stored in the certificate are sound for the box (they come
+from :func:`verify.bounds.preactivation_bounds` or from checked LPs). The checker rejects bounds
+that exclude the network's own pre-activations at the box centre.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from verify.network import Network
+from verify.results import SolverStatus
+from verify.spec import InputBox
+
+_UNIT = 2.0**-53
+
+
+class CertificateError(ValueError):
+    """A certificate does not fit the network / box / margin it is checked against."""
+
+
+@dataclass(frozen=True, eq=False)
+class LPCertificate:
+    """Dual multipliers of the triangle LP for ``m`` margin rows.
+
+    Attributes:
+        C, d: the margin rows ``C y + d`` the multipliers were computed for, ``(m, n_out)`` and ``(m,)``.
+        lower, upper: pre-activation bounds of every *hidden* layer, each ``(n_i,)``.
+        lam, alpha, beta, gamma: one ``(m, n_i)`` array per hidden layer (see the module doc).
+        statuses: the solver's status per row; primal: the solver's primal objective per row
+            (advisory only, never used as a bound).
+    """
+
+    C: np.ndarray
+    d: np.ndarray
+    lower: tuple[np.ndarray, ...]
+    upper: tuple[np.ndarray, ...]
+    lam: tuple[np.ndarray, ...]
+    alpha: tuple[np.ndarray, ...]
+    beta: tuple[np.ndarray, ...]
+    gamma: tuple[np.ndarray, ...]
+    statuses: tuple[SolverStatus, ...]
+    primal: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.C.shape[0])
+
+
+def check_lp_certificate(
+    net: Network, box: InputBox, spec_row: tuple[np.ndarray, float], cert: LPCertificate, index: int | None = None
+) -> float:
+    """Sound lower bound on ``c^T f(x) + d`` over ``box`` from the multipliers of row ``index`` of ``cert``.
+
+    ``spec_row`` is ``(c, d)`` with ``c`` of shape ``(n_out,)``. When ``index`` is None the row of
+    ``cert`` made for exactly this ``(c, d)`` is used. Returns ``-inf`` for non-finite multipliers;
+    raises :class:`CertificateError` when shapes do not match or the bounds are not plausible.
+    """
+    c = np.asarray(spec_row[0], dtype=np.float64).ravel()
+    d = float(spec_row[1])
+    if index is None:
+        hits = np.flatnonzero(np.all(cert.C == c, axis=1) & (cert.d == d))
+        if hits.size == 0:
+            raise CertificateError("the certificate holds no multipliers for this margin row")
+        index = int(hits[0])
+    if not 0 <= index < cert.n_rows:
+        raise CertificateError(f"row index {index} out of range for a certificate of {cert.n_rows} rows")
+    mults = tuple(tuple(a[index : index + 1] for a in group) for group in (cert.lam, cert.alpha, cert.beta, cert.gamma))
+    return float(lagrangian_bounds(net, box, c[None], np.array([d]), cert.lower, cert.upper, *mults)[0])
+
+
+def check_lp_certificate_all(net: Network, box: InputBox, C: np.ndarray, d: np.ndarray, cert: LPCertificate) -> np.ndarray:
+    """Checked lower bounds ``(m,)`` for all rows ``C y + d``, row ``k`` using the certificate's row ``k``."""
+    C = np.atleast_2d(np.asarray(C, dtype=np.float64))
+    d = np.asarray(d, dtype=np.float64).ravel()
+    if C.shape[0] != cert.n_rows or d.shape != (cert.n_rows,):
+        raise CertificateError(f"{C.shape[0]} margin rows but the certificate has {cert.n_rows}")
+    return lagrangian_bounds(net, box, C, d, cert.lower, cert.upper, cert.lam, cert.alpha, cert.beta, cert.gamma)
+
+
+def lagrangian_bounds(
+    net: Network,
+    box: InputBox,
+    C: np.ndarray,
+    d: np.ndarray,
+    lower: tuple[np.ndarray, ...],
+    upper: tuple[np.ndarray, ...],
+    lam: tuple[np.ndarray, ...],
+    alpha: tuple[np.ndarray, ...],
+    beta: tuple[np.ndarray, ...],
+    gamma: tuple[np.ndarray, ...],
+) -> np.ndarray:
+    """The Lagrangian of the triangle LP minimized over the variable boxes, rounding-safe; ``(m,)``."""
+    n_hidden = len(net.layers) - 1
+    _check_shapes(net, box, C, lower, upper, (lam, alpha, beta, gamma), n_hidden)
+    _check_bounds_plausible(net, box, lower, upper)
+    m = C.shape[0]
+    terms: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # (coef, mag, lo, hi)
+    const = C @ net.layers[-1].bias + d
+    const_mag = np.abs(C) @ np.abs(net.layers[-1].bias) + np.abs(d)
+    nxt, nxt_mag = _rmatvec(net.layers[-1].weight, C), _rmatvec(abs(net.layers[-1].weight), np.abs(C))
+    for i in range(n_hidden - 1, -1, -1):
+        l, u = lower[i], upper[i]
+        act, unst = l >= 0, (l < 0) & (u > 0)
+        lm = lam[i]
+        al = np.where(act, alpha[i], 0.0)
+        be = np.where(unst, np.maximum(beta[i], 0.0), 0.0)
+        ga = np.where(unst, np.maximum(gamma[i], 0.0), 0.0)
+        r_z = al - be + ga * (u - l) + nxt
+        mag_z = np.abs(al) + be + ga * np.abs(u - l) + nxt_mag
+        terms.append((r_z, mag_z, np.maximum(l, 0.0), np.maximum(u, 0.0)))
+        r_s = lm - al + be - ga * u
+        terms.append((r_s, np.abs(lm) + np.abs(al) + be + ga * np.abs(u), l, u))
+        b = net.layers[i].bias
+        const = const - lm @ b + ga @ (u * l)
+        const_mag = const_mag + np.abs(lm) @ np.abs(b) + ga @ np.abs(u * l)
+        nxt = -_rmatvec(net.layers[i].weight, lm)
+        nxt_mag = _rmatvec(abs(net.layers[i].weight), np.abs(lm))
+    terms.append((nxt, nxt_mag, box.lower, box.upper))
+    value = const.copy()
+    abs_sum = np.abs(const) + const_mag
+    coef_err = np.zeros(m)
+    n_terms = 0
+    for coef, mag, lo, hi in terms:
+        piece = np.minimum(coef * lo, coef * hi)
+        value = value + piece.sum(axis=1)
+        abs_sum = abs_sum + np.abs(piece).sum(axis=1)
+        coef_err = coef_err + mag @ np.maximum(np.abs(lo), np.abs(hi))
+        n_terms += lo.size
+    fan = max(max(layer.in_dim, layer.out_dim) for layer in net.layers) + 8
+    slack = 2.0 * (_gamma(fan) * coef_err + _gamma(n_terms + 4 * n_hidden + 8) * abs_sum)
+    out = value - slack - float_forward_allowance(net, box, upper, C)
+    finite = np.all([np.all(np.isfinite(a)) for g in (lam, alpha, beta, gamma) for a in g])
+    return np.where(np.isfinite(out) & finite, out, -np.inf)
+
+
+def float_forward_allowance(net: Network, box: InputBox, upper: tuple[np.ndarray, ...], C: np.ndarray) -> np.ndarray:
+    """Bound ``(m,)`` on ``|C (f_float64(x) - f_exact(x))|`` over the box, so bounds hold for the float64 network.
+
+    Standard forward error analysis: layer ``i`` adds at most ``gamma_n (|W_i| |z| + |b_i|)`` and
+    earlier errors pass through ``|W_i|`` (ReLU is 1-Lipschitz); ``|z_i| <= relu(u_i)``.
+    """
+    zmax = np.maximum(np.abs(box.lower), np.abs(box.upper))
+    err = np.zeros_like(zmax)
+    for i, layer in enumerate(net.layers):
+        g = _gamma(layer.in_dim + 2)
+        w_abs = abs(layer.weight)
+        err = np.asarray(w_abs @ err).ravel() + g * (np.asarray(w_abs @ zmax).ravel() + np.abs(layer.bias))
+        if i < len(net.layers) - 1:
+            zmax = np.maximum(upper[i], 0.0)
+    return 2.0 * (np.abs(C) @ err)
+
+
+def _gamma(k: int) -> float:
+    """Classical bound ``k u / (1 - k u)`` on the relative error of a k-term float64 sum or dot product."""
+    return k * _UNIT / (1.0 - k * _UNIT)
+
+
+def _rmatvec(w: np.ndarray | sp.spmatrix, rows: np.ndarray) -> np.ndarray:
+    """``rows @ w`` for ``rows`` of shape ``(m, out)`` and ``w`` of shape ``(out, in)``; dense ``(m, in)``."""
+    return np.asarray((w.T @ rows.T).T) if sp.issparse(w) else rows @ w
+
+
+def _check_shapes(net, box, C, lower, upper, groups, n_hidden) -> None:  # type: ignore[no-untyped-def]
+    if box.dim != net.in_dim:
+        raise CertificateError(f"box has {box.dim} inputs, network has {net.in_dim}")
+    if C.ndim != 2 or C.shape[1] != net.out_dim:
+        raise CertificateError(f"margin row has {C.shape[-1]} entries, network has {net.out_dim} outputs")
+    if len(lower) != n_hidden or len(upper) != n_hidden:
+        raise CertificateError(f"certificate has bounds for {len(lower)} hidden layers, network has {n_hidden}")
+    for g in groups:
+        if len(g) != n_hidden:
+            raise CertificateError("certificate multiplier lists do not match the number of hidden layers")
+        for i, a in enumerate(g):
+            if a.shape != (C.shape[0], net.layers[i].out_dim):
+                raise CertificateError(f"multipliers of hidden layer {i} have shape {a.shape}")
+
+
+def _check_bounds_plausible(net: Network, box: InputBox, lower, upper) -> None:  # type: ignore[no-untyped-def]
+    h = box.center[None]
+    for i, (l, u) in enumerate(zip(lower, upper)):
+        if l.shape != (net.layers[i].out_dim,) or u.shape != l.shape:
+            raise CertificateError(f"pre-activation bounds of layer {i} have the wrong shape")
+        if not (np.all(np.isfinite(l)) and np.all(np.isfinite(u)) and np.all(l <= u)):
+            raise CertificateError(f"pre-activation bounds of layer {i} are not finite intervals")
+        h = net.layers[i].apply(h)
+        tol = 1e-9 * (1.0 + np.abs(h[0]))
+        if np.any(h[0] < l - tol) or np.any(h[0] > u + tol):
+            raise CertificateError(f"pre-activation bounds of layer {i} exclude the box centre: not sound")
+        h = np.maximum(h, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# SDP section
+# ---------------------------------------------------------------------------------------------------
+# The SDP relaxation (verify.relax.sdp_model) in scaled coordinates v = [1; xh; zh]: free inputs
+# x = centre + radius * xh, unstable neurons z = (u / 2) (1 + zh). For multipliers mu >= 0 (box
+# rows P_kk <= 1), lam >= 0 (z >= s), nu (z (z - s) = 0) and gamma, with M the Lagrangian's matrix,
+# every P of the relaxation gives  margin = <M, P> + gamma - sum(mu) + (slacks >= 0)  and
+# <M, P> >= (1 + N) min(0, lambda_min(S)), S the Schur complement of the (diagonal) input block.
+# This checker rebuilds M from the network, the box and the stored bounds with its own code and
+# bounds lambda_min(S) from below by a dense eigensolver minus a rounding allowance.
+
+
+def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row: float, cert: object) -> float:
+    """Sound lower bound on ``c_row^T f(x) + d_row`` over ``box`` from an SDP certificate.
+
+    ``cert`` is a :class:`verify.relax.sdp_cert.SDPCertificate` (read by attribute). Returns ``-inf``
+    for non-finite multipliers or an input multiplier that is 0 where it is needed; raises
+    :class:`CertificateError` when the row, shapes or bounds do not fit (bounds must contain the
+    network's pre-activations at the box centre and at a few sampled points of the box).
+    """
+    c = np.asarray(c_row, dtype=np.float64).ravel()
+    d = float(d_row)
+    if c.shape != (net.out_dim,) or box.dim != net.in_dim:
+        raise CertificateError(f"margin row has {c.size} entries / box {box.dim}; network has {net.out_dim} / {net.in_dim}")
+    if not (np.array_equal(np.asarray(cert.c, dtype=np.float64).ravel(), c) and float(cert.d) == d):
+        raise CertificateError("the SDP certificate was made for a different margin row")
+    lower, upper = tuple(cert.hidden_lower), tuple(cert.hidden_upper)
+    if len(lower) != len(net.layers) - 1 or len(upper) != len(lower):
+        raise CertificateError(f"certificate has bounds for {len(lower)} hidden layers, network has {len(net.layers) - 1}")
+    _sdp_bounds_plausible(net, box, lower, upper)
+    unstable = [np.flatnonzero((np.asarray(l) < 0) & (np.asarray(u) > 0)) for l, u in zip(lower, upper)]
+    n = int(sum(k.size for k in unstable))
+    free = np.flatnonzero(box.upper - box.lower > 0)
+    n0 = int(free.size)
+    mu_x, mu_z, lam, nu = (np.asarray(a, dtype=np.float64).ravel() for a in (cert.mu_x, cert.mu_z, cert.lam, cert.nu))
+    if mu_x.shape != (n0,) or mu_z.shape != (n,) or lam.shape != (n,) or nu.shape != (n,):
+        raise CertificateError(f"SDP multipliers do not fit {n0} free inputs and {n} unstable neurons")
+    gamma = float(cert.gamma)
+    if not (all(np.all(np.isfinite(a)) for a in (mu_x, mu_z, lam, nu)) and np.isfinite(gamma)):
+        return -np.inf
+    mu_x, mu_z, lam = np.maximum(mu_x, 0.0), np.maximum(mu_z, 0.0), np.maximum(lam, 0.0)
+    g, o = _sdp_rows(net, box, c, d, lower, upper, unstable, free)
+    mat, mag = _sdp_matrix(o, g, mu_x, mu_z, lam, nu, gamma, n0)
+    return _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n)
+
+
+def _sdp_rows(net, box, c, d, lower, upper, unstable, free):  # type: ignore[no-untyped-def]
+    """Constraint rows g_j (g_j^T v = z_j - s_j) and the objective row o (o^T v = margin), length 1+n0+N."""
+    n0, n = free.size, sum(k.size for k in unstable)
+    dim = 1 + n0 + n
+    cur = np.zeros((net.in_dim, dim))  # post-activations of the previous layer as rows over v
+    cur[:, 0] = box.center
+    cur[free, 1 + np.arange(n0)] = 0.5 * (box.upper - box.lower)[free]
+    rows, pos = [], 1 + n0
+    for i, layer in enumerate(net.layers[:-1]):
+        pre = np.asarray(layer.weight @ cur)
+        pre[:, 0] += layer.bias
+        nxt = np.zeros_like(pre)
+        act = np.flatnonzero(np.asarray(lower[i]) >= 0)
+        nxt[act] = pre[act]
+        for j in unstable[i]:
+            half = 0.5 * float(upper[i][j])
+            row = -pre[j].copy()
+            row[0] += half
+            row[pos] += half
+            rows.append(row)
+            nxt[j, 0], nxt[j, pos] = half, half
+            pos += 1
+        cur = nxt
+    last = net.layers[-1]
+    o = c @ np.asarray(last.weight @ cur)
+    o[0] += float(c @ last.bias) + d
+    return (np.array(rows) if rows else np.zeros((0, dim))), o
+
+
+def _sdp_matrix(o, g, mu_x, mu_z, lam, nu, gamma, n0):  # type: ignore[no-untyped-def]
+    """The Lagrangian matrix M (dense, order [1, x, z]) and an entrywise bound on the magnitudes summed."""
+    dim = o.size
+    n = g.shape[0]
+    zpos = 1 + n0 + np.arange(n)
+    first = 0.5 * (o + (nu - lam) @ g)
+    mag_first = 0.5 * (np.abs(o) + (np.abs(nu) + lam) @ np.abs(g))
+    mat = np.zeros((dim, dim))
+    mag = np.zeros((dim, dim))
+    mat[0, :] += first
+    mat[:, 0] += first
+    mag[0, :] += mag_first
+    mag[:, 0] += mag_first
+    vg = 0.5 * nu[:, None] * g
+    mat[zpos, :] += vg
+    mat[:, zpos] += vg.T
+    mag[zpos, :] += np.abs(vg)
+    mag[:, zpos] += np.abs(vg).T
+    mat[0, 0] -= gamma
+    mag[0, 0] += abs(gamma)
+    diag = np.concatenate([mu_x, mu_z])
+    mat[np.arange(1, dim), np.arange(1, dim)] += diag
+    mag[np.arange(1, dim), np.arange(1, dim)] += diag
+    return mat, mag
+
+
+def _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) -> float:  # type: ignore[no-untyped-def]
+    dim = mat.shape[0]
+    xs = 1 + np.arange(n0)
+    ys = np.concatenate([[0], 1 + n0 + np.arange(n)])
+    xblock = mat[np.ix_(xs, xs)]
+    if np.any(xblock - np.diag(np.diag(xblock)) != 0):
+        raise CertificateError("the input block of the SDP dual matrix is not diagonal")
+    cross = mat[np.ix_(ys, xs)]
+    used = np.any(cross != 0, axis=0)
+    if np.any(mu_x[used] <= 0):
+        return -np.inf
+    scaled = cross[:, used] / np.sqrt(mu_x[used])
+    s = mat[np.ix_(ys, ys)] - scaled @ scaled.T
+    s = 0.5 * (s + s.T)
+    # rounding: M's entries are sums of up to 2N + 3 terms; S adds an n0-term dot product per entry
+    abs_scaled = np.abs(cross[:, used]) / np.sqrt(mu_x[used])
+    err_m = (2 * n + 4) * _UNIT * 2 * np.linalg.norm(mag[np.ix_(ys, ys)])
+    err_s = (n0 + 4) * _UNIT * 2 * np.linalg.norm(abs_scaled @ abs_scaled.T)
+    err_m += (2 * n + 4) * _UNIT * 2 * np.linalg.norm(mag[np.ix_(ys, xs)][:, used] / np.sqrt(mu_x[used])) * np.linalg.norm(abs_scaled) * 2
+    if not np.all(np.isfinite(s)):
+        return -np.inf
+    lam_min = _eigvalsh_min(s)
+    err_eig = 32.0 * s.shape[0] * _UNIT * float(np.linalg.norm(s))
+    lam_min -= err_m + err_s + err_eig
+    total = gamma - float(mu_x.sum()) - float(mu_z.sum())
+    err_sum = 4.0 * dim * _UNIT * (abs(gamma) + float(mu_x.sum()) + float(mu_z.sum()))
+    value = total + (n + 1) * min(0.0, lam_min) - err_sum
+    return float(value) if np.isfinite(value) else -np.inf
+
+
+def _sdp_bounds_plausible(net: Network, box: InputBox, lower, upper) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    pts = np.vstack([box.center, rng.uniform(box.lower, box.upper, size=(8, box.dim))])
+    h = pts
+    for i, (l, u) in enumerate(zip(lower, upper)):
+        l, u = np.asarray(l, dtype=np.float64), np.asarray(u, dtype=np.float64)
+        if l.shape != (net.layers[i].out_dim,) or u.shape != l.shape:
+            raise CertificateError(f"pre-activation bounds of layer {i} have the wrong shape")
+        if not (np.all(np.isfinite(l)) and np.all(np.isfinite(u)) and np.all(l <= u)):
+            raise CertificateError(f"pre-activation bounds of layer {i} are not finite intervals")
+        h = net.layers[i].apply(h)
+        tol = 1e-9 * (1.0 + np.abs(h))
+        if np.any(h < l - tol) or np.any(h > u + tol):
+            raise CertificateError(f"pre-activation bounds of layer {i} exclude points of the box: not sound")
+        h = np.maximum(h, 0.0)
+
+
+def _eigvalsh_min(s: np.ndarray) -> float:
+    """Smallest eigenvalue by LAPACK (numpy), single-threaded (OpenBLAS threads are very slow here)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return float(np.linalg.eigvalsh(s)[0])
+    with threadpool_limits(1):
+        return float(np.linalg.eigvalsh(s)[0])

@@ -1,0 +1,150 @@
+"""Method "sdp": the SDP relaxation of Raghunathan, Steinhardt & Liang (2018), solved soundly.
+
+The relaxation (see :mod:`verify.relax.sdp_model`) is built once per input box, in scaled
+coordinates with stable neurons removed or substituted, and shared by every margin row. Each row is
+solved by a backend (``options.sdp_backend``): "dual" (:mod:`verify.solvers.sdp_dual`, structured
+interior-point method on the dual, scales to MNIST networks) or "cvxpy"
+(:mod:`verify.solvers.sdp_cvxpy`, Clarabel/SCS reference for small networks). Whatever the backend,
+the reported bound of a row is the one :func:`verify.certificate.check_sdp_certificate` recomputes
+from the saved multipliers; a row certifies only when that checked bound is finite and ``> 0``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from verify.bounds import preactivation_bounds
+from verify.certificate import CertificateError, check_sdp_certificate
+from verify.network import Network
+from verify.options import Options
+from verify.relax.sdp_cert import SDPCertificate
+from verify.relax.sdp_model import Multipliers, SDPRelaxation, build_relaxation
+from verify.results import MethodResult, SolverStatus, Verdict, group_bound
+from verify.spec import InputBox, OutputSpec, Property
+
+log = logging.getLogger(__name__)
+
+Bounds = list[tuple[np.ndarray, np.ndarray]]
+
+_SEVERITY = [SolverStatus.OPTIMAL, SolverStatus.NOT_RUN, SolverStatus.ITERATION_LIMIT, SolverStatus.TIME_LIMIT,
+             SolverStatus.OPTIMAL_INACCURATE, SolverStatus.NUMERICAL_ERROR]
+
+
+def sdp_margin_bounds(
+    net: Network,
+    box: InputBox,
+    spec: OutputSpec,
+    options: Options,
+    preact: Bounds | None = None,
+    target: float | None = None,
+    stop_on_failed_group: bool = False,
+) -> tuple[np.ndarray, SolverStatus, list[SDPCertificate | None]]:
+    """Checked SDP lower bounds ``(m,)`` on every margin row of ``spec`` over ``box``.
+
+    Args:
+        preact: pre-activation bounds per layer (last = logits); ``options.bounds`` when None.
+        target: a row stops as soon as its checked bound exceeds ``target`` (0 to certify);
+            None solves every row to the backend's tolerance.
+        stop_on_failed_group: skip the remaining rows (bound ``-inf``, status NOT_RUN) once a group
+            cannot be certified (every row of it has a checked bound ``<= target``).
+
+    Returns:
+        ``(lower, status, certificates)``: ``status`` is the worst row status (OPTIMAL only when
+        every row was solved to tolerance); ``certificates[r]`` is None for skipped rows.
+    """
+    if spec.C.shape[1] != net.out_dim:
+        raise ValueError(f"spec has {spec.C.shape[1]} logit columns, network has {net.out_dim} outputs")
+    if preact is None:
+        preact = _bounds(net, box, options)
+    rel = build_relaxation(net, box, preact)
+    log.info("SDP: %s, %d free inputs, %d unstable neurons (side %d after eliminating the input), backend %s",
+             net.describe(), rel.n0, rel.n_unstable, 1 + rel.n_unstable, options.sdp_backend)
+    m = spec.n_margins
+    lower = np.full(m, -np.inf)
+    certs: list[SDPCertificate | None] = [None] * m
+    statuses = [SolverStatus.NOT_RUN] * m
+    for group in spec.groups:
+        for r in group:
+            t0 = time.perf_counter()
+            cert = solve_row(rel, spec.C[r], float(spec.d[r]), options, target)
+            lower[r] = _checked(net, box, cert)
+            certs[r], statuses[r] = cert, cert.status
+            log.info("SDP row %d: checked bound %.6g (claimed %.6g), %s, %.2fs", r, lower[r], cert.claimed,
+                     cert.status.value, time.perf_counter() - t0)
+            if target is not None and lower[r] > target:
+                break
+        if stop_on_failed_group and not np.any(lower[list(group)] > (0.0 if target is None else target)):
+            log.info("SDP: group %s not certified; skipping the remaining rows", group)
+            break
+    return lower, _worst(statuses), certs
+
+
+def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, target: float | None) -> SDPCertificate:
+    """Solve one margin row with ``options.sdp_backend`` and package the multipliers."""
+    obj = rel.objective(c, d)
+    if options.sdp_backend == "cvxpy":
+        from verify.solvers.sdp_cvxpy import solve_cvxpy
+
+        sol = solve_cvxpy(rel, obj, options.time_limit)
+        mult, bound, status = sol.multipliers, sol.bound, sol.status
+    else:
+        from verify.solvers.sdp_dual import solve_dual
+
+        dsol = solve_dual(rel, obj, options.time_limit, max(options.sdp_iterations, 1), target)
+        mult, bound, status = dsol.multipliers, dsol.bound, dsol.status
+    if mult is None:
+        n = rel.n_unstable
+        mult = Multipliers(np.zeros(rel.n0), np.zeros(n), np.zeros(n), np.zeros(n), -np.inf)
+    lo, up = zip(*rel.hidden_bounds) if rel.hidden_bounds else ((), ())
+    return SDPCertificate(np.asarray(c, dtype=np.float64).copy(), float(d), tuple(lo), tuple(up), mult.mu_x, mult.mu_z,
+                          mult.lam, mult.nu, float(mult.gamma), float(bound), options.sdp_backend, status)
+
+
+def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
+    """Method "sdp": CERTIFIED when the checked SDP bound of some row of every group is ``> 0``;
+    FALSIFIED only when the box centre itself violates the property; otherwise UNKNOWN.
+
+    Rows stop as soon as their checked bound is positive; once a group fails, the rest is skipped.
+    """
+    t0 = time.perf_counter()
+    spec = prop.output
+    center = prop.box.center
+    if spec.violated(net.forward(center[None]))[0]:
+        m = net.forward(center[None]) @ spec.C.T + spec.d
+        return MethodResult("sdp", Verdict.FALSIFIED, float(group_bound(spec.groups, m[0])), m[0],
+                            time.perf_counter() - t0, SolverStatus.NOT_RUN, "the box centre is a counterexample",
+                            center.copy())
+    preact = _bounds(net, prop.box, options)
+    lower, status, certs = sdp_margin_bounds(net, prop.box, spec, options, preact, target=0.0, stop_on_failed_group=True)
+    bound = group_bound(spec.groups, lower)
+    extra = {"bounds": options.bounds, "backend": options.sdp_backend, "certificates": certs}
+    if np.all(np.isfinite([lower[r] for g in spec.groups for r in g if certs[r] is not None])) and spec.holds(lower):
+        verdict, msg = Verdict.CERTIFIED, "checked SDP dual bound > 0 for every group"
+    else:
+        verdict, msg = Verdict.UNKNOWN, f"SDP bound {bound:.4g} does not certify"
+    return MethodResult("sdp", verdict, bound, lower, time.perf_counter() - t0, status, msg, None, extra)
+
+
+def _bounds(net: Network, box: InputBox, options: Options) -> Bounds:
+    try:
+        return preactivation_bounds(net, box, options.bounds, options)
+    except NotImplementedError:
+        log.warning("bounds %r not available; using interval bounds for the SDP", options.bounds)
+        return preactivation_bounds(net, box, "interval", options)
+
+
+def _checked(net: Network, box: InputBox, cert: SDPCertificate) -> float:
+    try:
+        value = check_sdp_certificate(net, box, cert.c, cert.d, cert)
+    except CertificateError as err:
+        log.warning("SDP certificate rejected: %s", err)
+        return -np.inf
+    return value if np.isfinite(value) else -np.inf
+
+
+def _worst(statuses: list[SolverStatus]) -> SolverStatus:
+    rank = {s: i for i, s in enumerate(_SEVERITY)}
+    return max(statuses, key=lambda s: rank.get(s, len(_SEVERITY))) if statuses else SolverStatus.NOT_RUN

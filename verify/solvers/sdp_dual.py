@@ -1,0 +1,288 @@
+"""Scalable SDP backend: a structured dual barrier (interior-point) method in numpy.
+
+We maximize ``gamma - sum(mu)`` over the multipliers of :mod:`verify.relax.sdp_model` subject to
+``M(theta) >= 0`` (PSD), ``mu_z, lam >= 0``, following the central path of
+``phi_t = b^T theta + t (log det M + sum log mu_z + sum log lam)`` with damped Newton steps.
+
+Structure exploited: every multiplier enters ``M`` as ``sym(p q^T)`` with ``p`` a unit vector (or
+``e_0 + e_z``) and ``q`` a unit vector or a constraint row ``g_j``; ``log det M = sum log mu_x +
+log det S`` with ``S`` the Schur complement of side ``1 + N`` (the input block is diagonal). The
+Newton matrix ``H_ab = tr(K A_a K A_b)`` (``K = M^{-1}``, formed from ``S^{-1}``) is assembled from
+gathers of ``K`` and ``K G^T``, costing ``O(n^2 N + N n m + m^3)`` per step.
+
+Every iterate has ``M`` strictly positive definite, so every iterate is a valid dual point; the bound
+reported is recomputed rigorously by :func:`verify.relax.sdp_model.dual_bound`. Stopping early
+(time limit, iteration cap, target reached) only weakens it. On the central path the gap to the SDP
+optimum is at most ``t * (n + 2 N)``, which gives the convergence test.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+from threadpoolctl import threadpool_limits
+
+from verify.relax.sdp_model import Multipliers, SDPRelaxation, best_gamma, dual_bound
+
+log = logging.getLogger(__name__)
+
+from verify.results import SolverStatus  # noqa: E402
+
+RHO = 3.0  # the barrier parameter is (upper - bound) / (RHO * (n + 2N))
+
+
+@dataclass(frozen=True)
+class DualSolution:
+    """``bound``: sound lower bound on the margin; ``multipliers``: the point it was computed at;
+    ``gap``: the remaining duality gap estimate ``t (n + 2N)`` (not rigorous, for reporting)."""
+
+    bound: float
+    multipliers: Multipliers
+    status: SolverStatus
+    iterations: int
+    time_s: float
+    gap: float
+
+
+class _Barrier:
+    """Dual matrix, barrier value and Newton system for one margin, in the order ``[1, z, x]``."""
+
+    def __init__(self, rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray]) -> None:
+        self.n0, self.n = rel.n0, rel.n_unstable
+        n0, n = self.n0, self.n
+        self.dim = 1 + n + n0
+        g = np.zeros((n, self.dim))
+        g[:, 0] = rel.h - rel.a0
+        g[:, 1 : 1 + n] = np.diag(rel.h) - rel.az
+        g[:, 1 + n :] = -rel.ax
+        self.g = g
+        self.o = np.concatenate([[obj[0]], obj[2], obj[1]])
+        self.zi = 1 + np.arange(n)
+        self.m = n0 + 3 * n + 1
+        self.b = np.concatenate([-np.ones(n0 + n), np.zeros(2 * n), [1.0]])
+
+    def split(self, th: np.ndarray) -> tuple[np.ndarray, ...]:
+        n0, n = self.n0, self.n
+        return th[:n0], th[n0 : n0 + n], th[n0 + n : n0 + 2 * n], th[n0 + 2 * n : n0 + 3 * n], th[-1]
+
+    def matrix(self, th: np.ndarray) -> np.ndarray:
+        mu_x, mu_z, lam, nu, gamma = self.split(th)
+        n = self.n
+        row = 0.5 * self.o + 0.5 * ((nu - lam) @ self.g)
+        mat = np.zeros((self.dim, self.dim))
+        mat[0, :] += row
+        mat[:, 0] += row
+        vg = 0.5 * nu[:, None] * self.g
+        mat[1 : 1 + n, :] += vg
+        mat[:, 1 : 1 + n] += vg.T
+        mat[0, 0] -= gamma
+        idx = np.arange(1, self.dim)
+        mat[idx, idx] += np.concatenate([mu_z, mu_x])
+        return mat
+
+    def factor(self, th: np.ndarray) -> tuple[float, np.ndarray] | None:
+        """``(log det M, S's Cholesky factor)`` or None when ``M`` is not positive definite."""
+        mu_x, mu_z, lam = th[: self.n0], th[self.n0 : self.n0 + self.n], th[self.n0 + self.n : self.n0 + 2 * self.n]
+        if np.any(mu_x <= 0) or np.any(mu_z <= 0) or np.any(lam <= 0):
+            return None
+        mat = self.matrix(th)
+        k = 1 + self.n
+        bs = mat[:k, k:] / np.sqrt(mu_x)
+        s = mat[:k, :k] - bs @ bs.T
+        try:
+            chol = sla.cholesky(s, lower=True, check_finite=True)
+        except (np.linalg.LinAlgError, ValueError):
+            return None
+        logdet = float(np.sum(np.log(mu_x)) + 2.0 * np.sum(np.log(np.diag(chol))))
+        return logdet, chol
+
+    def phi(self, th: np.ndarray, t: float) -> float:
+        f = self.factor(th)
+        if f is None:
+            return -np.inf
+        n0, n = self.n0, self.n
+        bar = f[0] + np.sum(np.log(th[n0 : n0 + 2 * n]))
+        return float(self.b @ th + t * bar)
+
+    def system(self, th: np.ndarray, chol: np.ndarray) -> tuple[tuple, np.ndarray]:
+        """Cholesky factor of the Hessian ``H`` of ``-log det Z`` and its gradient ``c`` (``Z`` with the
+        ``mu_z``, ``lam`` slack blocks); the Newton direction of ``phi_t / t`` is ``H^{-1} (b / t + c)``."""
+        n0, n, k = self.n0, self.n, 1 + self.n
+        mu_x = th[:n0]
+        mat = self.matrix(th)
+        bd = mat[:k, k:] / mu_x  # B D^{-1}
+        sinv = sla.cho_solve((chol, True), np.eye(k))
+        kk = np.empty((self.dim, self.dim))
+        kk[:k, :k] = sinv
+        kyx = -sinv @ bd
+        kk[:k, k:] = kyx
+        kk[k:, :k] = kyx.T
+        kk[k:, k:] = bd.T @ (sinv @ bd)
+        kk[k + np.arange(n0), k + np.arange(n0)] += 1.0 / mu_x
+        kg = kk @ self.g.T  # (dim, N)
+        zi, xi = self.zi, k + np.arange(n0)
+        # K q_a for every variable a: mu_x, mu_z, lam, nu, gamma
+        kq = np.concatenate([kk[:, xi], kk[:, zi], -kg, kg, -kk[:, :1]], axis=1)
+        # p_a^T X for a matrix X with dim rows
+        def p_rows(x: np.ndarray) -> np.ndarray:
+            return np.concatenate([x[xi], x[zi], np.repeat(x[:1], n, 0), x[:1] + x[zi], x[:1]], axis=0)
+        pkq = p_rows(kq)
+        kp = np.concatenate([kk[:, xi], kk[:, zi], np.repeat(kk[:, :1], n, 1), kk[:, :1] + kk[:, zi], kk[:, :1]], axis=1)
+        pkp = p_rows(kp)
+        gkq = self.g @ kq
+        qkq = np.concatenate([kq[xi], kq[zi], -gkq, gkq, -kq[:1]], axis=0)
+        hess = 0.5 * (pkp * qkq + pkq * pkq.T)
+        cvec = np.diag(pkq).copy()
+        bar = slice(n0, n0 + 2 * n)
+        cvec[bar] += 1.0 / th[bar]
+        hess[np.arange(n0, n0 + 2 * n), np.arange(n0, n0 + 2 * n)] += 1.0 / th[bar] ** 2
+        hess = 0.5 * (hess + hess.T)
+        ridge = 1e-14 * np.trace(hess) / self.m
+        return sla.cho_factor(hess + ridge * np.eye(self.m), lower=True), cvec
+
+
+def strict_start(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], t: float) -> Multipliers:
+    """A strictly feasible dual point near the central path for a large barrier parameter ``t``:
+    ``mu = t``, ``lam`` a small multiple of ``t``, ``nu = 0``, ``gamma`` leaving ``S >= t I``-ish."""
+    n = rel.n_unstable
+    from verify.relax.sdp_model import dual_blocks  # local: only the start needs the blocks
+
+    gnorm = np.sqrt((rel.h - rel.a0) ** 2 + np.sum(rel.ax**2, 1) + np.sum(rel.az**2, 1) + rel.h**2)
+    lam = t / (1.0 + gnorm) / max(np.sqrt(n), 1.0)
+    mu_x = np.full(rel.n0, t)
+    mu_z = np.full(n, t)
+    m = Multipliers(mu_x, mu_z, lam, np.zeros(n), 0.0)
+    myy, b = dual_blocks(rel, obj, m)
+    s = myy - (b / mu_x) @ b.T
+    q, r = s[0, 1:], s[1:, 1:]
+    gamma = float(s[0, 0] - q @ np.linalg.solve(r, q) - t) if n else float(s[0, 0] - t)
+    return Multipliers(mu_x, mu_z, lam, m.nu, gamma)
+
+
+def solve_dual(
+    rel: SDPRelaxation,
+    obj: tuple[float, np.ndarray, np.ndarray],
+    time_limit: float,
+    max_iter: int,
+    target: float | None = None,
+    tol: float = 1e-6,
+) -> DualSolution:
+    """Maximize the dual bound for one margin objective ``(o0, ox, oz)`` (see the module doc).
+
+    Args:
+        time_limit: seconds; the best sound bound so far is returned when it runs out.
+        max_iter: Newton steps in all.
+        target: stop as soon as the rigorous bound exceeds it (e.g. 0 to certify), or when the
+            estimated optimum (bound + gap) is clearly below it.
+        tol: stop when the gap estimate ``t (n + 2N)`` is below ``tol * (1 + |bound|)``.
+    """
+    with threadpool_limits(1):  # OpenBLAS threads slow these sizes down badly on a loaded machine
+        return _solve(rel, obj, time_limit, max_iter, target, tol)
+
+
+def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_limit: float, max_iter: int,
+           target: float | None, tol: float) -> DualSolution:
+    t0 = time.perf_counter()
+    scale = 1.0 + float(abs(obj[0]) + np.abs(obj[1]).sum() + np.abs(obj[2]).sum())
+    m0 = strict_start(rel, obj, scale)
+    bar = _Barrier(rel, obj)
+    th = m0.pack()
+    if rel.n_unstable == 0 or bar.factor(th) is None:
+        bound = dual_bound(rel, obj, m0)
+        return DualSolution(bound, m0, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, 0.0)
+    n_bar = bar.dim + 2 * rel.n_unstable
+    rho = RHO * n_bar
+    zbar = centre_margin(rel, obj) + 1e-6 * scale  # the SDP optimum is below any real margin
+    status, iters = SolverStatus.ITERATION_LIMIT, 0
+    value = float(bar.b @ th)
+    while iters < max_iter:
+        fac = bar.factor(th)
+        if fac is None:
+            status = SolverStatus.NUMERICAL_ERROR
+            break
+        try:
+            hfac, cvec = bar.system(th, fac[1])
+        except (np.linalg.LinAlgError, ValueError):
+            status = SolverStatus.NUMERICAL_ERROR
+            break
+        u, w = sla.cho_solve(hfac, bar.b), sla.cho_solve(hfac, cvec)
+        t = max((zbar - value) / rho, 1e-300)
+        d = u / t + w
+        if bar.factor(th - d) is not None:  # the primal estimate t K (Z - A(d)) K is feasible
+            zbar = min(zbar, value + t * (n_bar - float(cvec @ d)))
+            t = max((zbar - value) / rho, 1e-300)
+            d = u / t + w
+        dec = float((bar.b / t + cvec) @ d)
+        s = _line_search(bar, th, d, t, dec)
+        th = th + s * d
+        value = float(bar.b @ th)
+        iters += 1
+        log.debug("SDP dual: it %d, bound %.7g, upper %.7g, step %.3g, %.2fs", iters, value, zbar, s,
+                  time.perf_counter() - t0)
+        if zbar - value < tol * (1.0 + abs(value)):
+            status = SolverStatus.OPTIMAL
+            break
+        if target is not None and zbar < target:
+            status = SolverStatus.OPTIMAL  # a primal point shows the SDP cannot reach the target
+            break
+        if target is not None and value > target and dual_bound(rel, obj, _unpack(th, rel)) > target:
+            status = SolverStatus.OPTIMAL
+            break
+        if time.perf_counter() - t0 > time_limit:
+            status = SolverStatus.TIME_LIMIT
+            break
+        if s == 0.0:
+            status = SolverStatus.NUMERICAL_ERROR
+            break
+    m = _unpack(th, rel)
+    bound = dual_bound(rel, obj, m)
+    polished = best_gamma(rel, obj, m)
+    if polished is not m:
+        m, bound = polished, dual_bound(rel, obj, polished)
+    if not np.isfinite(bound):
+        status = SolverStatus.NUMERICAL_ERROR
+    gap = zbar - bound
+    log.info("SDP dual: bound %.7g after %d Newton steps, primal %.7g, %.2fs, %s", bound, iters, zbar,
+             time.perf_counter() - t0, status.value)
+    return DualSolution(bound, m, status, iters, time.perf_counter() - t0, gap)
+
+
+def centre_margin(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray]) -> float:
+    """The margin at the box centre (``xh = 0``), evaluated through the relaxation's affine maps."""
+    zh = np.zeros(rel.n_unstable)
+    for j in range(rel.n_unstable):  # az is strictly lower triangular in layer order
+        s = rel.a0[j] + rel.az[j] @ zh
+        zh[j] = max(s, 0.0) / rel.h[j] - 1.0
+    return float(obj[0] + obj[2] @ zh)
+
+
+def _unpack(th: np.ndarray, rel: SDPRelaxation) -> Multipliers:
+    n0, n = rel.n0, rel.n_unstable
+    return Multipliers(th[:n0].copy(), th[n0 + 0 * n : n0 + n].copy(), th[n0 + n : n0 + 2 * n].copy(),
+                       th[n0 + 2 * n : n0 + 3 * n].copy(), float(th[-1]))
+
+
+def _line_search(bar: _Barrier, th: np.ndarray, step: np.ndarray, t: float, dec: float) -> float:
+    """Step length: the better of the full step and the damped step ``1 / (1 + sqrt(dec))`` (which
+    gains at least ``sqrt(dec) - log(1 + sqrt(dec))`` for a self-concordant barrier), backtracking
+    when neither is feasible and increasing."""
+    f0 = bar.phi(th, t) / t
+    damped = 1.0 / (1.0 + np.sqrt(max(dec, 0.0)))
+    best_s, best_f = 0.0, f0
+    for s in (1.0, damped) if dec > 1.0 else (1.0,):
+        f1 = bar.phi(th + s * step, t) / t
+        if np.isfinite(f1) and f1 > best_f + 0.01 * s * dec:
+            best_s, best_f = s, f1
+    if best_s > 0:
+        return best_s
+    s = damped
+    for _ in range(40):
+        s *= 0.5
+        f1 = bar.phi(th + s * step, t) / t
+        if np.isfinite(f1) and f1 >= f0 + 0.01 * s * dec:
+            return s
+    return 0.0
