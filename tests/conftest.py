@@ -6,8 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from verify.network import Affine, Network, ReLU
+
+# Tests are small: one thread avoids OpenMP contention on the shared 2-core machines (and is faster there).
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads is not None and args.threads >= 1:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         if args.vnnlib:
             from verify.cli_vnnlib import run_vnnlib

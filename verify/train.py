@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from verify.bounds.margins import margin_lower_bounds, rounding_slack
 from verify.options import Options
 from verify.results import Verdict
 
@@ -123,14 +124,6 @@ def _box(x: Tensor, eps: float, domain: tuple[float, float], dtype: torch.dtype)
     return (flat - eps).clamp(min=domain[0]), (flat + eps).clamp(max=domain[1])
 
 
-def _margin_bounds(model, x, y, eps, method, options, domain, dtype) -> Tensor:
-    from verify.bounds import margin_lower_bounds
-
-    chain = module_chain(model, x.shape[1:])
-    chain = [(w.to(dtype), b.to(dtype)) for w, b in chain]
-    lower, upper = _box(x, eps, domain, dtype)
-    C = margin_matrix(y, chain[-1][0].shape[0], dtype)
-    return margin_lower_bounds(chain, lower, upper, C, None, method, options)
 
 
 def certify(
@@ -143,8 +136,12 @@ def certify(
     """
     name = "interval" if method == "ibp" else method
     with torch.no_grad():
-        lb = _margin_bounds(model, x, y, eps, name, options or Options(), domain, torch.float64)
-    verdicts = tuple(Verdict.CERTIFIED if bool((row > 0).all()) else Verdict.UNKNOWN for row in lb)
+        chain = [(w.to(torch.float64), b.to(torch.float64)) for w, b in module_chain(model, x.shape[1:])]
+        lower, upper = _box(x, eps, domain, torch.float64)
+        C = margin_matrix(y, chain[-1][0].shape[0], torch.float64)
+        raw = margin_lower_bounds(chain, lower, upper, C, None, name, options or Options())
+        lb = raw - rounding_slack(chain, lower, upper, C, None)  # float64 rounding of the bound itself
+    verdicts = tuple(Verdict.CERTIFIED if bool((row > 0).all()) else Verdict.UNKNOWN for row in torch.nan_to_num(lb, nan=-1.0))
     return CertifyResult(lb, verdicts)
 
 
@@ -160,7 +157,9 @@ def robust_loss(
     """
     name = "interval" if method == "ibp" else method
     dtype = next(model.parameters()).dtype
-    lb = _margin_bounds(model, x, y, eps, name, options or Options(), domain, dtype)
+    chain = module_chain(model, x.shape[1:])
+    lower, upper = _box(x, eps, domain, dtype)
+    lb = margin_lower_bounds(chain, lower, upper, margin_matrix(y, chain[-1][0].shape[0], dtype), None, name, options or Options())
     worst = torch.cat([torch.zeros_like(lb[:, :1]), -lb], dim=1)  # class y moved to column 0
     return F.cross_entropy(worst, torch.zeros_like(y))
 

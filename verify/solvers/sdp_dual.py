@@ -197,7 +197,7 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
     n_bar = bar.dim + 2 * rel.n_unstable
     rho = RHO * n_bar
     zbar = centre_margin(rel, obj) + 1e-6 * scale  # the SDP optimum is below any real margin
-    status, iters = SolverStatus.ITERATION_LIMIT, 0
+    status, iters, boost, fails = SolverStatus.ITERATION_LIMIT, 0, 1.0, 0
     value = float(bar.b @ th)
     while iters < max_iter:
         fac = bar.factor(th)
@@ -210,11 +210,11 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
             status = SolverStatus.NUMERICAL_ERROR
             break
         u, w = sla.cho_solve(hfac, bar.b), sla.cho_solve(hfac, cvec)
-        t = max((zbar - value) / rho, 1e-300)
+        t = max(boost * (zbar - value) / rho, 1e-300)
         d = u / t + w
         if bar.factor(th - d) is not None:  # the primal estimate t K (Z - A(d)) K is feasible
             zbar = min(zbar, value + t * (n_bar - float(cvec @ d)))
-            t = max((zbar - value) / rho, 1e-300)
+            t = max(boost * (zbar - value) / rho, 1e-300)
             d = u / t + w
         dec = float((bar.b / t + cvec) @ d)
         s = _line_search(bar, th, d, t, dec)
@@ -235,9 +235,13 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
         if time.perf_counter() - t0 > time_limit:
             status = SolverStatus.TIME_LIMIT
             break
-        if s == 0.0:
-            status = SolverStatus.NUMERICAL_ERROR
-            break
+        if s == 0.0:  # no progress: re-centre with a larger barrier parameter
+            boost, fails = boost * 10.0, fails + 1
+            if fails > 8:
+                status = SolverStatus.NUMERICAL_ERROR
+                break
+        else:
+            boost, fails = max(1.0, boost / 3.0), 0
     m = _unpack(th, rel)
     bound = dual_bound(rel, obj, m)
     polished = best_gamma(rel, obj, m)
@@ -267,15 +271,20 @@ def _unpack(th: np.ndarray, rel: SDPRelaxation) -> Multipliers:
 
 
 def _line_search(bar: _Barrier, th: np.ndarray, step: np.ndarray, t: float, dec: float) -> float:
-    """Step length: the better of the full step and the damped step ``1 / (1 + sqrt(dec))`` (which
-    gains at least ``sqrt(dec) - log(1 + sqrt(dec))`` for a self-concordant barrier), backtracking
-    when neither is feasible and increasing."""
+    """Step length along ``step``: the best value of ``phi_t`` among the damped Newton step
+    ``1 / (1 + sqrt(dec))`` (which gains at least ``sqrt(dec) - log(1 + sqrt(dec))`` for a
+    self-concordant barrier), the full step and fractions of the longest feasible step found by
+    doubling; backtracking when none of them increases ``phi_t``."""
     f0 = bar.phi(th, t) / t
     damped = 1.0 / (1.0 + np.sqrt(max(dec, 0.0)))
+    longest = damped
+    while longest < 1.0 and bar.factor(th + 2.0 * longest * step) is not None:
+        longest *= 2.0
+    cands = sorted({min(c, 1.0) for c in (damped, 1.0, 0.5 * longest, 0.8 * longest, longest)})
     best_s, best_f = 0.0, f0
-    for s in (1.0, damped) if dec > 1.0 else (1.0,):
+    for s in cands:
         f1 = bar.phi(th + s * step, t) / t
-        if np.isfinite(f1) and f1 > best_f + 0.01 * s * dec:
+        if np.isfinite(f1) and f1 > best_f and f1 >= f0 + 0.01 * s * dec * (1.0 if s <= damped else 0.0):
             best_s, best_f = s, f1
     if best_s > 0:
         return best_s
