@@ -14,10 +14,11 @@ choice nobody can suspect of cherry-picking); the difference between the two is 
 order 1/sqrt(n).
 
 Speed target: the LP for one image of grad_nn (784-500-10), all nine margins, under 2 s (median of a
-few runs). Also measured: how long cvxpy takes merely to build/canonicalize the same LP, which is
-why the HiGHS path assembles the sparse matrix itself.
+few runs). Also measured: cvxpy's build/canonicalization time for the same LP and one solve of it
+through cvxpy + Clarabel (the alternative backend); see verify/relax/lp.py for the choice.
 
-Usage: python bench/bench_rsl18_lp.py [--n 100] [--permuted] [--nets grad_nn,lp_nn,pgd_nn] [--no-table]
+Usage: python bench/bench_rsl18_lp.py [--n 100] [--permuted] [--nets grad_nn,lp_nn,pgd_nn] [--methods ...] [--no-table]
+(--methods accepts ibp, crown, alpha-crown, lp-interval, lp-crown, lp-alpha-crown, pgd)
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from verify.results import Verdict
 from verify.spec import robustness_property
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-METHODS = ("ibp", "crown", "alpha-crown", "lp-interval", "lp-crown", "pgd")
+METHODS = ("ibp", "crown", "alpha-crown", "lp-interval", "lp-crown", "pgd")  # also: lp-alpha-crown
 PAPER = {"lp-interval": "lp_cert", "pgd": "pgd_attack", "sdp (paper)": "sdp_cert"}
 
 

@@ -131,3 +131,14 @@ def test_time_limited_solve_still_gives_a_sound_bound():
     assert np.all(lb <= full + 1e-9)
     if status is not SolverStatus.OPTIMAL:
         assert any(s is SolverStatus.TIME_LIMIT for s in cert.statuses)
+
+
+def test_bad_box_and_bounds_are_rejected():
+    net = random_network(0)
+    prop = _prop(net, 0, 0.1)
+    other = _prop(random_network(1, (6, 8, 3)), 0, 0.1)
+    with pytest.raises(ValueError, match="input box"):
+        lp_margin_bounds(net, other.box, prop.output, Options())
+    pre = preactivation_bounds(net, prop.box, "interval")
+    with pytest.raises(ValueError, match="pre-activation bounds of layer 1"):
+        lp_margin_bounds(net, prop.box, prop.output, Options(), preact=[pre[0], (pre[1][0][:3], pre[1][1][:3]), pre[2]])

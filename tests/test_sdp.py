@@ -195,3 +195,32 @@ def test_cvxpy_backend_through_the_api():
     b, _, _ = sdp_margin_bounds(net, box, spec, Options(sdp_backend="dual"))
     assert np.allclose(a, b, atol=1e-3)
     assert np.all(a <= _sampled_min(net, box, spec) + 1e-9)
+
+
+@pytest.mark.parametrize("seed,dims", CASES)
+def test_sdp_with_triangle_cuts_at_least_as_tight_as_lp(seed, dims):
+    lp_mod = pytest.importorskip("verify.relax.lp", reason="LP module not available")
+    net, box, spec = _case(seed, dims)
+    opts = Options(bounds="crown", sdp_triangle=True)
+    lp, lp_status, _ = lp_mod.lp_margin_bounds(net, box, spec, opts)
+    tri, status, certs = sdp_margin_bounds(net, box, spec, opts)
+    plain, _, _ = sdp_margin_bounds(net, box, spec, opts.with_(sdp_triangle=False))
+    assert status is SolverStatus.OPTIMAL and lp_status is SolverStatus.OPTIMAL
+    tol = 1e-5 * (1 + np.abs(lp))
+    assert np.all(tri >= lp - tol)
+    assert np.all(tri >= plain - 1e-5 * (1 + np.abs(plain)))
+    assert np.all(tri <= _sampled_min(net, box, spec) + 1e-9)
+    assert all(c is not None and c.kappa.size == c.lam.size for c in certs)
+
+
+def test_checker_with_triangle_multipliers():
+    net, box, spec = _case(1, (4, 10, 6, 3))
+    lower, _, certs = sdp_margin_bounds(net, box, spec, Options(sdp_triangle=True))
+    cert = certs[1]
+    truth = _sampled_min(net, box, spec)
+    assert check_sdp_certificate(net, box, cert.c, cert.d, cert) == pytest.approx(lower[1], abs=1e-12)
+    for bad in (dataclasses.replace(cert, kappa=cert.kappa * 3 + 0.1), dataclasses.replace(cert, kappa=np.zeros(0))):
+        value = check_sdp_certificate(net, box, bad.c, bad.d, bad)
+        assert value <= truth[1] + 1e-9
+    with pytest.raises(CertificateError):
+        check_sdp_certificate(net, box, cert.c, cert.d, dataclasses.replace(cert, kappa=np.ones(2)))

@@ -251,42 +251,80 @@ def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row:
     mu_x, mu_z, lam, nu = (np.asarray(a, dtype=np.float64).ravel() for a in (cert.mu_x, cert.mu_z, cert.lam, cert.nu))
     if mu_x.shape != (n0,) or mu_z.shape != (n,) or lam.shape != (n,) or nu.shape != (n,):
         raise CertificateError(f"SDP multipliers do not fit {n0} free inputs and {n} unstable neurons")
+    kappa = np.asarray(getattr(cert, "kappa", np.zeros(0)), dtype=np.float64).ravel()
+    if kappa.size not in (0, n):
+        raise CertificateError(f"{kappa.size} triangle multipliers for {n} unstable neurons")
     gamma = float(cert.gamma)
-    if not (all(np.all(np.isfinite(a)) for a in (mu_x, mu_z, lam, nu)) and np.isfinite(gamma)):
+    if not (all(np.all(np.isfinite(a)) for a in (mu_x, mu_z, lam, nu, kappa)) and np.isfinite(gamma)):
         return -np.inf
-    mu_x, mu_z, lam = np.maximum(mu_x, 0.0), np.maximum(mu_z, 0.0), np.maximum(lam, 0.0)
-    g, o = _sdp_rows(net, box, c, d, lower, upper, unstable, free)
+    mu_x, mu_z, lam, kappa = np.maximum(mu_x, 0.0), np.maximum(mu_z, 0.0), np.maximum(lam, 0.0), np.maximum(kappa, 0.0)
+    (g, tau, o), (g_err, tau_err, o_err) = _sdp_rows(net, box, c, d, lower, upper, unstable, free)
     mat, mag = _sdp_matrix(o, g, mu_x, mu_z, lam, nu, gamma, n0)
-    return _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n)
+    if kappa.size:  # triangle cuts tau_j^T v >= 0 enter as - kappa_j sym(e_0 tau_j^T)
+        first = 0.5 * (kappa @ tau)
+        mat[0, :] -= first
+        mat[:, 0] -= first
+        mag[0, :] += 0.5 * (kappa @ np.abs(tau))
+        mag[:, 0] += 0.5 * (kappa @ np.abs(tau))
+    # the rows above are float64 images of the network's exact affine maps; for a real input the
+    # exact rows' constraints hold, so the computed ones hold up to these errors (|v_k|, |P_kl| <= 1)
+    slack = float(o_err.sum() + (lam + 2.0 * np.abs(nu)) @ g_err.sum(axis=1) + 4.0 * _UNIT * (mu_x.sum() + mu_z.sum()))
+    if kappa.size:
+        slack += float(kappa @ tau_err.sum(axis=1))
+    return _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) - slack
 
 
 def _sdp_rows(net, box, c, d, lower, upper, unstable, free):  # type: ignore[no-untyped-def]
-    """Constraint rows g_j (g_j^T v = z_j - s_j) and the objective row o (o^T v = margin), length 1+n0+N."""
+    """Constraint rows g_j (g_j^T v = z_j - s_j), triangle rows tau_j (tau_j^T v = u (s - l) / (u - l) - z)
+    and the objective row o (o^T v = margin), each of length 1 + n0 + N."""
     n0, n = free.size, sum(k.size for k in unstable)
     dim = 1 + n0 + n
     cur = np.zeros((net.in_dim, dim))  # post-activations of the previous layer as rows over v
     cur[:, 0] = box.center
     cur[free, 1 + np.arange(n0)] = 0.5 * (box.upper - box.lower)[free]
-    rows, pos = [], 1 + n0
+    err = 2.0 * _UNIT * np.abs(cur)  # entrywise bound on |computed - exact|
+    rows, taus, g_errs, tau_errs, pos = [], [], [], [], 1 + n0
     for i, layer in enumerate(net.layers[:-1]):
-        pre = np.asarray(layer.weight @ cur)
-        pre[:, 0] += layer.bias
+        pre, pre_err = _affine_with_error(layer.weight, layer.bias, cur, err)
         nxt = np.zeros_like(pre)
+        nxt_err = np.zeros_like(pre)
         act = np.flatnonzero(np.asarray(lower[i]) >= 0)
-        nxt[act] = pre[act]
+        nxt[act], nxt_err[act] = pre[act], pre_err[act]
         for j in unstable[i]:
             half = 0.5 * float(upper[i][j])
             row = -pre[j].copy()
             row[0] += half
             row[pos] += half
             rows.append(row)
+            g_errs.append(pre_err[j] + 2.0 * _UNIT * np.abs(row))
+            lo, up = float(lower[i][j]), float(upper[i][j])
+            tau = (up / (up - lo)) * pre[j]
+            tau[0] -= up * lo / (up - lo) + half
+            tau[pos] -= half
+            taus.append(tau)
+            tau_errs.append((up / (up - lo)) * pre_err[j] + 8.0 * _UNIT * (np.abs(tau) + np.abs(pre[j]) + abs(lo) + half))
             nxt[j, 0], nxt[j, pos] = half, half
             pos += 1
-        cur = nxt
+        cur, err = nxt, nxt_err
     last = net.layers[-1]
-    o = c @ np.asarray(last.weight @ cur)
-    o[0] += float(c @ last.bias) + d
-    return (np.array(rows) if rows else np.zeros((0, dim))), o
+    out, out_err = _affine_with_error(last.weight, last.bias, cur, err)
+    o = c @ out
+    o[0] += d
+    o_err = np.abs(c) @ out_err + (c.size + 2) * 2.0 * _UNIT * (np.abs(c) @ np.abs(out) + abs(d))
+    empty = np.zeros((0, dim))
+    stack = lambda a: np.array(a) if a else empty  # noqa: E731
+    return (stack(rows), stack(taus), o), (stack(g_errs), stack(tau_errs), o_err)
+
+
+def _affine_with_error(w, b, cur, err):  # type: ignore[no-untyped-def]
+    """``W cur`` with ``b`` added to column 0, and an entrywise bound on its error given ``err`` on ``cur``."""
+    pre = np.asarray(w @ cur)
+    pre[:, 0] += b
+    aw = abs(w)
+    k = w.shape[1] + 2
+    pre_err = np.asarray(aw @ err) + 2.0 * k * _UNIT * np.asarray(aw @ np.abs(cur))
+    pre_err[:, 0] += 2.0 * k * _UNIT * np.abs(b)
+    return pre, pre_err
 
 
 def _sdp_matrix(o, g, mu_x, mu_z, lam, nu, gamma, n0):  # type: ignore[no-untyped-def]

@@ -4,7 +4,8 @@ The relaxation (see :mod:`verify.relax.sdp_model`) is built once per input box, 
 coordinates with stable neurons removed or substituted, and shared by every margin row. Each row is
 solved by a backend (``options.sdp_backend``): "dual" (:mod:`verify.solvers.sdp_dual`, structured
 interior-point method on the dual, scales to MNIST networks) or "cvxpy"
-(:mod:`verify.solvers.sdp_cvxpy`, Clarabel/SCS reference for small networks). Whatever the backend,
+(:mod:`verify.solvers.sdp_cvxpy`, Clarabel/SCS reference for small networks); ``options.sdp_triangle``
+adds the triangle cuts ``z <= u (s - l) / (u - l)`` (then at least as tight as the LP). Whatever the backend,
 the reported bound of a row is the one :func:`verify.certificate.check_sdp_certificate` recomputes
 from the saved multipliers; a row certifies only when that checked bound is finite and ``> 0``.
 """
@@ -88,19 +89,20 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
     if options.sdp_backend == "cvxpy":
         from verify.solvers.sdp_cvxpy import solve_cvxpy
 
-        sol = solve_cvxpy(rel, obj, options.time_limit)
+        sol = solve_cvxpy(rel, obj, options.time_limit, triangle=options.sdp_triangle)
         mult, bound, status = sol.multipliers, sol.bound, sol.status
     else:
         from verify.solvers.sdp_dual import solve_dual
 
-        dsol = solve_dual(rel, obj, options.time_limit, max(options.sdp_iterations, 1), target)
+        dsol = solve_dual(rel, obj, options.time_limit, max(options.sdp_iterations, 1), target,
+                          triangle=options.sdp_triangle)
         mult, bound, status = dsol.multipliers, dsol.bound, dsol.status
     if mult is None:
         n = rel.n_unstable
         mult = Multipliers(np.zeros(rel.n0), np.zeros(n), np.zeros(n), np.zeros(n), -np.inf)
     lo, up = zip(*rel.hidden_bounds) if rel.hidden_bounds else ((), ())
     return SDPCertificate(np.asarray(c, dtype=np.float64).copy(), float(d), tuple(lo), tuple(up), mult.mu_x, mult.mu_z,
-                          mult.lam, mult.nu, float(mult.gamma), float(bound), options.sdp_backend, status)
+                          mult.lam, mult.nu, float(mult.gamma), float(bound), options.sdp_backend, status, mult.kappa)
 
 
 def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:

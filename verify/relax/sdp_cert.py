@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +23,7 @@ class SDPCertificate:
         mu_x ``(n0,)``, mu_z ``(N,)``, lam ``(N,)``, nu ``(N,)``, gamma: the multipliers.
         claimed: the bound the solver computed (advisory; the checker recomputes it).
         backend, status: which solver produced it and how it ended.
+        kappa: ``(N,) >= 0`` multipliers of the triangle cuts ``z <= u (s - l) / (u - l)``, or empty.
     """
 
     c: np.ndarray
@@ -37,3 +38,4 @@ class SDPCertificate:
     claimed: float
     backend: str = "dual"
     status: SolverStatus = SolverStatus.OPTIMAL
+    kappa: np.ndarray = field(default_factory=lambda: np.zeros(0))

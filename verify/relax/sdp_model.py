@@ -17,6 +17,9 @@ Every unstable neuron ``j`` has a pre-activation that is affine in ``v``: ``s_j 
                g_j^T P e_0 >= 0                     (z >= s; z >= 0 is implied by the box)
                <sym((e_0 + e_j) g_j^T), P> = 0      (z (z - s) = 0)
 
+Optional triangle cuts (:meth:`SDPRelaxation.triangle_rows`): ``tau_j^T P e_0 >= 0`` with
+``tau_j^T v = u_j (s_j - l_j) / (u_j - l_j) - z_j``, multipliers ``kappa >= 0``.
+
 Dual bound (:func:`dual_bound`): for multipliers ``mu_x > 0``, ``mu_z >= 0``, ``lam >= 0``, any ``nu``,
 ``gamma`` let ``M`` be the Lagrangian's matrix. Its input block is ``diag(mu_x)``, so with
 ``M = [[Myy, B], [B^T, diag(mu_x)]]`` and the Schur complement ``S = Myy - B diag(1/mu_x) B^T`` of side
@@ -32,7 +35,7 @@ float64 eigensolver and lowered by a rounding allowance.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
@@ -82,6 +85,18 @@ class SDPRelaxation:
     def n0(self) -> int:
         return int(self.free.shape[0])
 
+    def triangle_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Triangle cuts ``z <= u (s - l) / (u - l)`` as rows ``tau_j`` with ``tau_j^T v >= 0``, split as
+        ``(tau0 (N,), taux (N, n0), tauz (N, N))``."""
+        lo = np.array([self.hidden_bounds[i][0][j] for i, j in zip(self.layer, self.unit)])
+        up = 2.0 * self.h
+        alpha = up / (up - lo)
+        n = self.n_unstable
+        tau0 = alpha * (self.a0 - lo) - self.h
+        taux = alpha[:, None] * self.ax
+        tauz = alpha[:, None] * self.az - np.diag(self.h) if n else np.zeros((0, 0))
+        return tau0, taux, tauz
+
     @property
     def n_unstable(self) -> int:
         return int(self.h.shape[0])
@@ -95,22 +110,28 @@ class SDPRelaxation:
 @dataclass(frozen=True, eq=False)
 class Multipliers:
     """Dual multipliers for one margin: ``mu_x (n0,) > 0``, ``mu_z (N,) >= 0``, ``lam (N,) >= 0``,
-    ``nu (N,)``, ``gamma`` (scalar)."""
+    ``nu (N,)``, ``gamma`` (scalar), and ``kappa`` (``(N,) >= 0`` for the triangle cuts, or empty)."""
 
     mu_x: np.ndarray
     mu_z: np.ndarray
     lam: np.ndarray
     nu: np.ndarray
     gamma: float
+    kappa: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def pack(self) -> np.ndarray:
-        return np.concatenate([self.mu_x, self.mu_z, self.lam, self.nu, [self.gamma]])
+        """``[mu_x, mu_z, lam, nu, kappa, gamma]``."""
+        return np.concatenate([self.mu_x, self.mu_z, self.lam, self.nu, self.kappa, [self.gamma]])
 
     @staticmethod
-    def unpack(theta: np.ndarray, n0: int, n: int) -> "Multipliers":
+    def unpack(theta: np.ndarray, n0: int, n: int, triangle: bool = False) -> "Multipliers":
         t = np.asarray(theta, dtype=np.float64)
+        k = n if triangle else 0
         return Multipliers(t[:n0].copy(), t[n0 : n0 + n].copy(), t[n0 + n : n0 + 2 * n].copy(),
-                           t[n0 + 2 * n : n0 + 3 * n].copy(), float(t[-1]))
+                           t[n0 + 2 * n : n0 + 3 * n].copy(), float(t[-1]), t[n0 + 3 * n : n0 + 3 * n + k].copy())
+
+    def with_gamma(self, gamma: float) -> "Multipliers":
+        return Multipliers(self.mu_x, self.mu_z, self.lam, self.nu, float(gamma), self.kappa)
 
 
 def build_relaxation(net: Network, box: InputBox, preact: Bounds) -> SDPRelaxation:
@@ -191,6 +212,12 @@ def dual_blocks(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], m
     b = np.empty((n + 1, rel.n0))
     b[0] = 0.5 * (ox - rel.ax.T @ w)
     b[1:] = -0.5 * m.nu[:, None] * rel.ax
+    if m.kappa.size:  # - sum_j kappa_j sym(e_0 tau_j^T)
+        t0, tx, tz = rel.triangle_rows()
+        myy[0, 0] -= m.kappa @ t0
+        myy[0, 1:] -= 0.5 * (m.kappa @ tz)
+        myy[1:, 0] -= 0.5 * (m.kappa @ tz)
+        b[0] -= 0.5 * (m.kappa @ tx)
     return myy, b
 
 
@@ -227,7 +254,7 @@ def dual_bound(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], m:
     Negative ``mu``/``lam`` are clipped to 0 (still a valid point); non-finite input gives ``-inf``.
     """
     m = project(m)
-    if not all(np.all(np.isfinite(a)) for a in (m.mu_x, m.mu_z, m.lam, m.nu)) or not np.isfinite(m.gamma):
+    if not all(np.all(np.isfinite(a)) for a in (m.mu_x, m.mu_z, m.lam, m.nu, m.kappa)) or not np.isfinite(m.gamma):
         return -np.inf
     myy, b = dual_blocks(rel, obj, m)
     s, err = schur(myy, b, m.mu_x)
@@ -240,18 +267,19 @@ def dual_bound(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], m:
 
 def project(m: Multipliers) -> Multipliers:
     """Clip the sign-constrained multipliers to their domains."""
-    return Multipliers(np.maximum(m.mu_x, 0.0), np.maximum(m.mu_z, 0.0), np.maximum(m.lam, 0.0), m.nu.copy(), float(m.gamma))
+    return Multipliers(np.maximum(m.mu_x, 0.0), np.maximum(m.mu_z, 0.0), np.maximum(m.lam, 0.0), m.nu.copy(), float(m.gamma),
+                       np.maximum(m.kappa, 0.0))
 
 
 def best_gamma(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], m: Multipliers) -> Multipliers:
     """Replace ``gamma`` by the largest value keeping ``S`` PSD (a Schur complement in the first row),
     when that gives a better sound bound than the current one."""
-    m0 = Multipliers(m.mu_x, m.mu_z, m.lam, m.nu, 0.0)
+    m0 = m.with_gamma(0.0)
     myy, b = dual_blocks(rel, obj, project(m0))
     s, err = schur(myy, b, np.maximum(m.mu_x, 0.0))
     if not np.isfinite(err) or rel.n_unstable == 0:
         if rel.n_unstable == 0 and np.isfinite(err):
-            return Multipliers(m.mu_x, m.mu_z, m.lam, m.nu, float(s[0, 0]))
+            return m.with_gamma(float(s[0, 0]))
         return m
     r, q = s[1:, 1:], s[0, 1:]
     try:
@@ -263,5 +291,5 @@ def best_gamma(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], m:
     y = evecs.T @ q
     gamma = float(s[0, 0] - np.sum(y * y / evals))
     gamma -= 1e-9 * max(1.0, abs(gamma))
-    cand = Multipliers(m.mu_x, m.mu_z, m.lam, m.nu, gamma)
+    cand = m.with_gamma(gamma)
     return cand if dual_bound(rel, obj, cand) > dual_bound(rel, obj, m) else m

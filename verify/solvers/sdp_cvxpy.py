@@ -44,8 +44,9 @@ class CvxpySolution:
 
 
 def solve_cvxpy(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_limit: float,
-                solver: str | None = None) -> CvxpySolution:
-    """Solve the relaxation for one margin objective ``(o0, ox, oz)`` with cvxpy (lower bound on the margin)."""
+                solver: str | None = None, triangle: bool = False) -> CvxpySolution:
+    """Solve the relaxation for one margin objective ``(o0, ox, oz)`` with cvxpy (lower bound on the margin);
+    ``triangle`` adds the triangle cuts ``tau_j^T P e_0 >= 0``."""
     import cvxpy as cp
 
     t0 = time.perf_counter()
@@ -58,7 +59,11 @@ def solve_cvxpy(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], t
     cons = [p >> 0, p[0, 0] == 1]
     box = cp.diag(p)[1:] <= 1
     cons.append(box)
-    lin = eq = None
+    lin = eq = tri = None
+    if n and triangle:
+        t0, tx, tz = rel.triangle_rows()
+        tri = np.concatenate([t0[:, None], tx, tz], axis=1) @ p[:, 0] >= 0
+        cons.append(tri)
     if n:
         pos = 1 + n0 + np.arange(n)
         lin = g @ p[:, 0] >= 0
@@ -77,9 +82,10 @@ def solve_cvxpy(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], t
     mu = np.asarray(box.dual_value, dtype=np.float64).ravel()
     lam = np.asarray(lin.dual_value, dtype=np.float64).ravel() if lin is not None else np.zeros(0)
     nu = np.asarray(eq.dual_value, dtype=np.float64).ravel() if eq is not None else np.zeros(0)
+    kappa = np.asarray(tri.dual_value, dtype=np.float64).ravel() if tri is not None else np.zeros(0)
     best: tuple[float, Multipliers | None] = (-np.inf, None)
     for sign in (1.0, -1.0):  # cvxpy's sign convention for equality duals; both candidates are sound
-        m = best_gamma(rel, obj, Multipliers(np.maximum(mu[:n0], 1e-12), mu[n0:], lam, sign * nu, 0.0))
+        m = best_gamma(rel, obj, Multipliers(np.maximum(mu[:n0], 1e-12), mu[n0:], lam, sign * nu, 0.0, kappa))
         val = dual_bound(rel, obj, m)
         if val > best[0]:
             best = (val, m)

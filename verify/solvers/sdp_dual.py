@@ -1,19 +1,29 @@
-"""Scalable SDP backend: a structured dual barrier (interior-point) method in numpy.
+"""Scalable SDP backend: a structured dual-scaling interior-point method in numpy.
 
 We maximize ``gamma - sum(mu)`` over the multipliers of :mod:`verify.relax.sdp_model` subject to
-``M(theta) >= 0`` (PSD), ``mu_z, lam >= 0``, following the central path of
-``phi_t = b^T theta + t (log det M + sum log mu_z + sum log lam)`` with damped Newton steps.
+``Z = M(theta) >= 0`` (PSD) and ``mu_z, lam (, kappa) >= 0``, using Newton steps on the barrier
+``phi_t = b^T theta + t (log det M + sum log mu_z + sum log lam)`` with ``t = (upper - bound) / (RHO n)``
+(dual scaling, as in Benson & Ye's DSDP): ``upper`` starts at the margin of the box centre (a real
+point, so above the SDP optimum) and is lowered whenever the primal estimate ``t K (Z - A(d)) K`` of
+the Newton step ``d`` is PSD (exactly when ``theta - d`` is dual feasible).
 
 Structure exploited: every multiplier enters ``M`` as ``sym(p q^T)`` with ``p`` a unit vector (or
-``e_0 + e_z``) and ``q`` a unit vector or a constraint row ``g_j``; ``log det M = sum log mu_x +
-log det S`` with ``S`` the Schur complement of side ``1 + N`` (the input block is diagonal). The
-Newton matrix ``H_ab = tr(K A_a K A_b)`` (``K = M^{-1}``, formed from ``S^{-1}``) is assembled from
-gathers of ``K`` and ``K G^T``, costing ``O(n^2 N + N n m + m^3)`` per step.
+``e_0 + e_z``) and ``q`` a unit vector or a constraint row ``g_j`` / triangle row ``tau_j``;
+``log det M = sum log mu_x + log det S`` with ``S`` the Schur complement of side ``1 + N`` (the input
+block is diagonal). The Newton matrix ``H_ab = tr(K A_a K A_b)`` (``K = M^{-1}``, formed from
+``S^{-1}``) is assembled from gathers of ``K`` and ``K G^T``: ``O(n^2 N + N n m + m^3)`` per step,
+``m = n0 + 3N (+N) + 1`` multipliers. BLAS runs single-threaded (much faster on a loaded machine).
+
+When a target is given (certification), the best linear dual point (``nu = 0``: one LP, the triangle
+LP's Lagrangian when the cuts are on) is tried first and returned when it already certifies.
 
 Every iterate has ``M`` strictly positive definite, so every iterate is a valid dual point; the bound
 reported is recomputed rigorously by :func:`verify.relax.sdp_model.dual_bound`. Stopping early
-(time limit, iteration cap, target reached) only weakens it. On the central path the gap to the SDP
-optimum is at most ``t * (n + 2 N)``, which gives the convergence test.
+(time limit, iteration cap, target reached) only weakens it.
+
+Known limitation: on MNIST-size relaxations the Newton matrix is nearly singular near the optimum and
+progress slows to a crawl: the bound crosses 0 in a few dozen steps where the SDP certifies, but
+reaching 1e-3 of the optimum is not achieved in the iteration budget (see bench/bench_sdp.py).
 """
 
 from __future__ import annotations
@@ -32,6 +42,9 @@ log = logging.getLogger(__name__)
 
 from verify.results import SolverStatus  # noqa: E402
 
+FULL_DEC = 1.0  # full Newton steps only when the decrement is below this
+RIDGE = 1e-14  # Levenberg-Marquardt damping of the (Jacobi-scaled) Newton matrix
+START = 0.02  # the starting point's barrier parameter, relative to the objective's size
 RHO = 3.0  # the barrier parameter is (upper - bound) / (RHO * (n + 2N))
 
 
@@ -51,7 +64,7 @@ class DualSolution:
 class _Barrier:
     """Dual matrix, barrier value and Newton system for one margin, in the order ``[1, z, x]``."""
 
-    def __init__(self, rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray]) -> None:
+    def __init__(self, rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], triangle: bool = False) -> None:
         self.n0, self.n = rel.n0, rel.n_unstable
         n0, n = self.n0, self.n
         self.dim = 1 + n + n0
@@ -60,19 +73,28 @@ class _Barrier:
         g[:, 1 : 1 + n] = np.diag(rel.h) - rel.az
         g[:, 1 + n :] = -rel.ax
         self.g = g
+        self.k = n if triangle else 0
+        tau = np.zeros((self.k, self.dim))
+        if triangle:
+            t0, tx, tz = rel.triangle_rows()
+            tau[:, 0], tau[:, 1 : 1 + n], tau[:, 1 + n :] = t0, tz, tx
+        self.tau = tau
         self.o = np.concatenate([[obj[0]], obj[2], obj[1]])
         self.zi = 1 + np.arange(n)
-        self.m = n0 + 3 * n + 1
-        self.b = np.concatenate([-np.ones(n0 + n), np.zeros(2 * n), [1.0]])
+        self.m = n0 + 3 * n + self.k + 1
+        self.b = np.concatenate([-np.ones(n0 + n), np.zeros(2 * n + self.k), [1.0]])
+        # variables kept positive by a log barrier: mu_z, lam, kappa (mu_x > 0 comes from log det M)
+        self.pos = np.concatenate([np.arange(n0, n0 + 2 * n), np.arange(n0 + 3 * n, n0 + 3 * n + self.k)])
 
     def split(self, th: np.ndarray) -> tuple[np.ndarray, ...]:
-        n0, n = self.n0, self.n
-        return th[:n0], th[n0 : n0 + n], th[n0 + n : n0 + 2 * n], th[n0 + 2 * n : n0 + 3 * n], th[-1]
+        n0, n, k = self.n0, self.n, self.k
+        return (th[:n0], th[n0 : n0 + n], th[n0 + n : n0 + 2 * n], th[n0 + 2 * n : n0 + 3 * n],
+                th[n0 + 3 * n : n0 + 3 * n + k], th[-1])
 
     def matrix(self, th: np.ndarray) -> np.ndarray:
-        mu_x, mu_z, lam, nu, gamma = self.split(th)
+        mu_x, mu_z, lam, nu, kappa, gamma = self.split(th)
         n = self.n
-        row = 0.5 * self.o + 0.5 * ((nu - lam) @ self.g)
+        row = 0.5 * self.o + 0.5 * ((nu - lam) @ self.g) - 0.5 * (kappa @ self.tau)
         mat = np.zeros((self.dim, self.dim))
         mat[0, :] += row
         mat[:, 0] += row
@@ -86,8 +108,8 @@ class _Barrier:
 
     def factor(self, th: np.ndarray) -> tuple[float, np.ndarray] | None:
         """``(log det M, S's Cholesky factor)`` or None when ``M`` is not positive definite."""
-        mu_x, mu_z, lam = th[: self.n0], th[self.n0 : self.n0 + self.n], th[self.n0 + self.n : self.n0 + 2 * self.n]
-        if np.any(mu_x <= 0) or np.any(mu_z <= 0) or np.any(lam <= 0):
+        mu_x = th[: self.n0]
+        if np.any(mu_x <= 0) or np.any(th[self.pos] <= 0):
             return None
         mat = self.matrix(th)
         k = 1 + self.n
@@ -104,8 +126,7 @@ class _Barrier:
         f = self.factor(th)
         if f is None:
             return -np.inf
-        n0, n = self.n0, self.n
-        bar = f[0] + np.sum(np.log(th[n0 : n0 + 2 * n]))
+        bar = f[0] + np.sum(np.log(th[self.pos]))
         return float(self.b @ th + t * bar)
 
     def system(self, th: np.ndarray, chol: np.ndarray) -> tuple[tuple, np.ndarray]:
@@ -124,28 +145,37 @@ class _Barrier:
         kk[k:, k:] = bd.T @ (sinv @ bd)
         kk[k + np.arange(n0), k + np.arange(n0)] += 1.0 / mu_x
         kg = kk @ self.g.T  # (dim, N)
-        zi, xi = self.zi, k + np.arange(n0)
-        # K q_a for every variable a: mu_x, mu_z, lam, nu, gamma
-        kq = np.concatenate([kk[:, xi], kk[:, zi], -kg, kg, -kk[:, :1]], axis=1)
+        kt = kk @ self.tau.T  # (dim, k)
+        zi, xi, kc = self.zi, k + np.arange(n0), self.k
+        # K q_a for every variable a: mu_x, mu_z, lam, nu, kappa, gamma
+        kq = np.concatenate([kk[:, xi], kk[:, zi], -kg, kg, -kt, -kk[:, :1]], axis=1)
         # p_a^T X for a matrix X with dim rows
         def p_rows(x: np.ndarray) -> np.ndarray:
-            return np.concatenate([x[xi], x[zi], np.repeat(x[:1], n, 0), x[:1] + x[zi], x[:1]], axis=0)
+            return np.concatenate([x[xi], x[zi], np.repeat(x[:1], n, 0), x[:1] + x[zi], np.repeat(x[:1], kc, 0), x[:1]], axis=0)
         pkq = p_rows(kq)
-        kp = np.concatenate([kk[:, xi], kk[:, zi], np.repeat(kk[:, :1], n, 1), kk[:, :1] + kk[:, zi], kk[:, :1]], axis=1)
+        e0 = kk[:, :1]
+        kp = np.concatenate([kk[:, xi], kk[:, zi], np.repeat(e0, n, 1), e0 + kk[:, zi], np.repeat(e0, kc, 1), e0], axis=1)
         pkp = p_rows(kp)
         gkq = self.g @ kq
-        qkq = np.concatenate([kq[xi], kq[zi], -gkq, gkq, -kq[:1]], axis=0)
+        qkq = np.concatenate([kq[xi], kq[zi], -gkq, gkq, -(self.tau @ kq), -kq[:1]], axis=0)
         hess = 0.5 * (pkp * qkq + pkq * pkq.T)
         cvec = np.diag(pkq).copy()
-        bar = slice(n0, n0 + 2 * n)
-        cvec[bar] += 1.0 / th[bar]
-        hess[np.arange(n0, n0 + 2 * n), np.arange(n0, n0 + 2 * n)] += 1.0 / th[bar] ** 2
+        pos = self.pos
+        cvec[pos] += 1.0 / th[pos]
+        hess[pos, pos] += 1.0 / th[pos] ** 2
         hess = 0.5 * (hess + hess.T)
-        ridge = 1e-14 * np.trace(hess) / self.m
-        return sla.cho_factor(hess + ridge * np.eye(self.m), lower=True), cvec
+        dsc = 1.0 / np.sqrt(np.maximum(np.diag(hess), 1e-300))  # Jacobi scaling before the factorization
+        hs = hess * dsc[:, None] * dsc[None, :]
+        for ridge in (RIDGE, 1e3 * RIDGE, 1e6 * RIDGE):
+            try:
+                return (sla.cho_factor(hs + ridge * np.eye(self.m), lower=True), dsc), cvec
+            except (np.linalg.LinAlgError, ValueError):
+                log.debug("SDP dual: Newton matrix not positive definite; ridge %.0e", ridge * 1e3)
+        raise np.linalg.LinAlgError("Newton matrix not positive definite")
 
 
-def strict_start(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], t: float) -> Multipliers:
+def strict_start(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], t: float,
+                 triangle: bool = False) -> Multipliers:
     """A strictly feasible dual point near the central path for a large barrier parameter ``t``:
     ``mu = t``, ``lam`` a small multiple of ``t``, ``nu = 0``, ``gamma`` leaving ``S >= t I``-ish."""
     n = rel.n_unstable
@@ -155,12 +185,48 @@ def strict_start(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], 
     lam = t / (1.0 + gnorm) / max(np.sqrt(n), 1.0)
     mu_x = np.full(rel.n0, t)
     mu_z = np.full(n, t)
-    m = Multipliers(mu_x, mu_z, lam, np.zeros(n), 0.0)
+    if triangle:
+        t0, tx, tz = rel.triangle_rows()
+        kappa = t / (1.0 + np.sqrt(t0**2 + np.sum(tx**2, 1) + np.sum(tz**2, 1))) / max(np.sqrt(n), 1.0)
+    else:
+        kappa = np.zeros(0)
+    m = Multipliers(mu_x, mu_z, lam, np.zeros(n), 0.0, kappa)
     myy, b = dual_blocks(rel, obj, m)
     s = myy - (b / mu_x) @ b.T
     q, r = s[0, 1:], s[1:, 1:]
     gamma = float(s[0, 0] - q @ np.linalg.solve(r, q) - t) if n else float(s[0, 0] - t)
-    return Multipliers(mu_x, mu_z, lam, m.nu, gamma)
+    return m.with_gamma(gamma)
+
+
+def linear_start(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], triangle: bool) -> Multipliers | None:
+    """The best dual point with ``nu = 0`` (a linear Lagrangian: the LP relaxation without the SDP
+    terms, over the scaled box), found by one LP: maximize ``c_0 - sum_k |c_k|`` with
+    ``c = o - sum_j lam_j g_j - sum_j kappa_j tau_j``. None when the LP solver fails."""
+    from scipy.optimize import linprog
+
+    n0, n = rel.n0, rel.n_unstable
+    k = n if triangle else 0
+    rows = [np.concatenate([(rel.h - rel.a0)[:, None], -rel.ax, np.diag(rel.h) - rel.az], axis=1)]  # g_j
+    if triangle:
+        t0, tx, tz = rel.triangle_rows()
+        rows.append(np.concatenate([t0[:, None], tx, tz], axis=1))
+    lin = np.concatenate(rows, axis=0)  # (n + k, 1 + n0 + n); c = o - lin^T y
+    o = np.concatenate([[obj[0]], obj[1], obj[2]])
+    nv, ns = n + k, n0 + n
+    # variables [y (nv) >= 0, s (ns) >= 0]; maximize o_0 - lin[:, 0] @ y - sum(s), s >= |o_k - lin[:, k] @ y|
+    cost = np.concatenate([lin[:, 0], np.ones(ns)])
+    a_ub = np.block([[-lin[:, 1:].T, -np.eye(ns)], [lin[:, 1:].T, -np.eye(ns)]])
+    b_ub = np.concatenate([-o[1:], o[1:]])
+    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=(0, None), method="highs")
+    if res.status != 0 or res.x is None:
+        return None
+    y = np.maximum(res.x[:nv], 0.0)
+    c = o - lin.T @ y
+    scale = 1e-9 * (1.0 + float(np.abs(o).sum()))
+    mu = np.abs(c[1:]) / 2.0 + scale
+    lam, kappa = y[:n] + scale, (y[n:] + scale if triangle else np.zeros(0))
+    m = Multipliers(mu[:n0], mu[n0:], lam, np.zeros(n), 0.0, kappa)
+    return best_gamma(rel, obj, m)
 
 
 def solve_dual(
@@ -170,6 +236,7 @@ def solve_dual(
     max_iter: int,
     target: float | None = None,
     tol: float = 1e-6,
+    triangle: bool = False,
 ) -> DualSolution:
     """Maximize the dual bound for one margin objective ``(o0, ox, oz)`` (see the module doc).
 
@@ -178,23 +245,31 @@ def solve_dual(
         max_iter: Newton steps in all.
         target: stop as soon as the rigorous bound exceeds it (e.g. 0 to certify), or when the
             estimated optimum (bound + gap) is clearly below it.
-        tol: stop when the gap estimate ``t (n + 2N)`` is below ``tol * (1 + |bound|)``.
+        tol: stop when the gap to the best primal value found is below ``tol * (1 + |bound|)``.
+        triangle: add the triangle cuts ``z <= u (s - l) / (u - l)`` (multipliers ``kappa``).
     """
     with threadpool_limits(1):  # OpenBLAS threads slow these sizes down badly on a loaded machine
-        return _solve(rel, obj, time_limit, max_iter, target, tol)
+        return _solve(rel, obj, time_limit, max_iter, target, tol, triangle)
 
 
 def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_limit: float, max_iter: int,
-           target: float | None, tol: float) -> DualSolution:
+           target: float | None, tol: float, triangle: bool) -> DualSolution:
     t0 = time.perf_counter()
     scale = 1.0 + float(abs(obj[0]) + np.abs(obj[1]).sum() + np.abs(obj[2]).sum())
-    m0 = strict_start(rel, obj, scale)
-    bar = _Barrier(rel, obj)
+    lin, lin_bound = None, -np.inf
+    if rel.n_unstable:
+        lin = linear_start(rel, obj, triangle)
+        lin_bound = dual_bound(rel, obj, lin) if lin is not None else -np.inf
+        log.debug("SDP dual: linear (LP-like) start bound %.6g, %.2fs", lin_bound, time.perf_counter() - t0)
+        if lin is not None and target is not None and lin_bound > target:
+            return DualSolution(lin_bound, lin, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, np.nan)
+    m0 = strict_start(rel, obj, START * scale, triangle)
+    bar = _Barrier(rel, obj, triangle)
     th = m0.pack()
     if rel.n_unstable == 0 or bar.factor(th) is None:
         bound = dual_bound(rel, obj, m0)
         return DualSolution(bound, m0, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, 0.0)
-    n_bar = bar.dim + 2 * rel.n_unstable
+    n_bar = bar.dim + bar.pos.size
     rho = RHO * n_bar
     zbar = centre_margin(rel, obj) + 1e-6 * scale  # the SDP optimum is below any real margin
     status, iters, boost, fails = SolverStatus.ITERATION_LIMIT, 0, 1.0, 0
@@ -202,14 +277,16 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
     while iters < max_iter:
         fac = bar.factor(th)
         if fac is None:
+            log.debug("SDP dual: iterate lost positive definiteness")
             status = SolverStatus.NUMERICAL_ERROR
             break
         try:
             hfac, cvec = bar.system(th, fac[1])
-        except (np.linalg.LinAlgError, ValueError):
+        except (np.linalg.LinAlgError, ValueError) as err:
+            log.debug("SDP dual: %s", err)
             status = SolverStatus.NUMERICAL_ERROR
             break
-        u, w = sla.cho_solve(hfac, bar.b), sla.cho_solve(hfac, cvec)
+        u, w = _solve_scaled(hfac, bar.b), _solve_scaled(hfac, cvec)
         t = max(boost * (zbar - value) / rho, 1e-300)
         d = u / t + w
         if bar.factor(th - d) is not None:  # the primal estimate t K (Z - A(d)) K is feasible
@@ -221,7 +298,7 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
         th = th + s * d
         value = float(bar.b @ th)
         iters += 1
-        log.debug("SDP dual: it %d, bound %.7g, upper %.7g, step %.3g, %.2fs", iters, value, zbar, s,
+        log.debug("SDP dual: it %d, bound %.7g, upper %.7g, step %.3g, dec %.3g, t %.3g, %.2fs", iters, value, zbar, s, dec, t,
                   time.perf_counter() - t0)
         if zbar - value < tol * (1.0 + abs(value)):
             status = SolverStatus.OPTIMAL
@@ -229,7 +306,7 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
         if target is not None and zbar < target:
             status = SolverStatus.OPTIMAL  # a primal point shows the SDP cannot reach the target
             break
-        if target is not None and value > target and dual_bound(rel, obj, _unpack(th, rel)) > target:
+        if target is not None and value > target and dual_bound(rel, obj, _unpack(th, rel, triangle)) > target:
             status = SolverStatus.OPTIMAL
             break
         if time.perf_counter() - t0 > time_limit:
@@ -242,17 +319,24 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
                 break
         else:
             boost, fails = max(1.0, boost / 3.0), 0
-    m = _unpack(th, rel)
+    m = _unpack(th, rel, triangle)
     bound = dual_bound(rel, obj, m)
     polished = best_gamma(rel, obj, m)
     if polished is not m:
         m, bound = polished, dual_bound(rel, obj, polished)
+    if lin is not None and lin_bound > bound:  # the IPM did not get past the linear (nu = 0) point
+        m, bound = lin, lin_bound
     if not np.isfinite(bound):
         status = SolverStatus.NUMERICAL_ERROR
     gap = zbar - bound
     log.info("SDP dual: bound %.7g after %d Newton steps, primal %.7g, %.2fs, %s", bound, iters, zbar,
              time.perf_counter() - t0, status.value)
     return DualSolution(bound, m, status, iters, time.perf_counter() - t0, gap)
+
+
+def _solve_scaled(hfac: tuple, rhs: np.ndarray) -> np.ndarray:
+    fac, dsc = hfac
+    return dsc * sla.cho_solve(fac, dsc * rhs)
 
 
 def centre_margin(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray]) -> float:
@@ -264,10 +348,8 @@ def centre_margin(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray])
     return float(obj[0] + obj[2] @ zh)
 
 
-def _unpack(th: np.ndarray, rel: SDPRelaxation) -> Multipliers:
-    n0, n = rel.n0, rel.n_unstable
-    return Multipliers(th[:n0].copy(), th[n0 + 0 * n : n0 + n].copy(), th[n0 + n : n0 + 2 * n].copy(),
-                       th[n0 + 2 * n : n0 + 3 * n].copy(), float(th[-1]))
+def _unpack(th: np.ndarray, rel: SDPRelaxation, triangle: bool) -> Multipliers:
+    return Multipliers.unpack(th, rel.n0, rel.n_unstable, triangle)
 
 
 def _line_search(bar: _Barrier, th: np.ndarray, step: np.ndarray, t: float, dec: float) -> float:
@@ -280,7 +362,7 @@ def _line_search(bar: _Barrier, th: np.ndarray, step: np.ndarray, t: float, dec:
     longest = damped
     while longest < 1.0 and bar.factor(th + 2.0 * longest * step) is not None:
         longest *= 2.0
-    cands = sorted({min(c, 1.0) for c in (damped, 1.0, 0.5 * longest, 0.8 * longest, longest)})
+    cands = sorted({min(c, 1.0) for c in (damped, 0.5 * longest, 0.8 * longest)} | ({1.0} if dec < FULL_DEC else set()))
     best_s, best_f = 0.0, f0
     for s in cands:
         f1 = bar.phi(th + s * step, t) / t
