@@ -110,22 +110,25 @@ def rounding_slack(chain: Chain, lower: Tensor, upper: Tensor, C: Tensor, d: Ten
     classical bound (Higham, *Accuracy and Stability*, 3.1) on such a computation is
     ``gamma_K * S`` with ``gamma_K = K u / (1 - K u)``, ``K`` the total number of chained operations
     (``in_dim + sum of widths + 4 per layer``) and ``S`` the sum of the absolute values of all terms.
-    All relaxation slopes lie in ``[0, 1]`` and every offset ``-a l`` is at most ``|l| <= s``, so
-    ``S <= |C| s_L + |d|`` (:func:`magnitudes`); the same argument covers errors that intermediate
-    bounds carry into the relaxations. We return ``4 gamma_K (|C| s_L + |d|)`` (factor 4: margin of
-    safety for the upper/lower split and the final center/radius sums).
+    All relaxation slopes lie in ``[0, 1]`` and every offset ``-a l`` is at most ``|l| <= s``; the
+    offsets of one layer sum to at most one ``|C| s_L`` (:func:`magnitudes`), so over ``L`` ReLU
+    layers ``S <= (L + 1) |C| s_L + |d|``. We return ``2 (L + 1) gamma_K (|C| s_L + |d|)``: a factor 2
+    on top for the upper/lower split and for the errors intermediate bounds carry into the
+    relaxations. It also covers the float64 forward error of the network itself, which is bounded by
+    ``gamma_K |C| s_L`` by the same argument. (Measured on real networks the term sum stays far below
+    ``|C| s_L``, so this is conservative.)
     """
     lower, upper = _as_batch(chain, lower), _as_batch(chain, upper)
     C, d = fold_margins(chain, torch.as_tensor(C), None if d is None else torch.as_tensor(d), lower.shape[0])
     s = magnitudes(chain, lower, upper)[-1]
     total = (C.abs() @ s[:, :, None])[..., 0] + d.abs()
-    return 4 * _gamma(chain, lower.dtype) * total
+    return 2 * len(chain) * _gamma(chain, lower.dtype) * total
 
 
 def layer_slack(chain: Chain, lower: Tensor, upper: Tensor) -> list[Tensor]:
     """Per-layer rounding slack ``(N, n_k)`` for pre-activation bounds, as in :func:`rounding_slack`."""
     lower, upper = _as_batch(chain, lower), _as_batch(chain, upper)
-    g = 4 * _gamma(chain, lower.dtype)
+    g = 2 * len(chain) * _gamma(chain, lower.dtype)
     return [g * s for s in magnitudes(chain, lower, upper)]
 
 
