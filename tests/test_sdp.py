@@ -131,7 +131,7 @@ def test_checker_rejects_tampered_multipliers():
     assert check_sdp_certificate(net, box, cert.c, cert.d, cert) == pytest.approx(lower[0], abs=1e-12)
     rng = np.random.default_rng(0)
     tampered = [
-        dataclasses.replace(cert, nu=cert.nu * 1.5),
+        dataclasses.replace(cert, nu=cert.nu * 1.5 + 0.5),
         dataclasses.replace(cert, gamma=cert.gamma + 1.0),
         dataclasses.replace(cert, mu_z=cert.mu_z * 0.5),
         dataclasses.replace(cert, lam=cert.lam + rng.uniform(0, 1, cert.lam.shape)),

@@ -126,7 +126,10 @@ def exact_margins(net: Network, box: InputBox, spec: OutputSpec, options: Option
 
 def certify_exact(net: Network, prop: Property, options: Options) -> MethodResult:
     """Method "exact": per group the MILP min-max margin; CERTIFIED if every group's MIP dual bound
-    (minus tolerance allowance) is > 0, FALSIFIED if an incumbent re-evaluated on ``net`` violates."""
+    (minus tolerance allowance) is > 0, FALSIFIED if an incumbent re-evaluated on ``net`` violates.
+
+    ``margin_bounds[i]`` is row ``i``'s exact minimum for one-row groups; for a group of several rows
+    every row carries the group's exact ``min_x max_i`` value (so ``OutputSpec.holds`` reads it right)."""
     t0 = time.perf_counter()
     spec = prop.output
     preact = preactivation_bounds(net, prop.box, options.bounds, options)
