@@ -36,12 +36,40 @@ def map_status(model_status: object) -> SolverStatus:
     return _status_map().get(model_status, SolverStatus.NUMERICAL_ERROR)
 
 
+_BANNER_SHOWN = False
+
+
+def new_highs(highspy: object) -> object:
+    """A ``highspy.Highs()`` without its copyright banner on stdout.
+
+    HiGHS prints the banner from C++ on the first construction in a process, before any option can be
+    set; stdout carries our results (tables, VNN-COMP answers), so file descriptor 1 is pointed at
+    /dev/null for that one construction.
+    """
+    global _BANNER_SHOWN
+    if _BANNER_SHOWN:
+        return highspy.Highs()
+    _BANNER_SHOWN = True
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            return highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _make_highs(lp: LinearProgram, cost: np.ndarray, offset: float) -> object:
     try:
         import highspy
     except ImportError as exc:  # pragma: no cover - dependency declared in pyproject
         raise SolverError("HiGHS backend needs the 'highspy' package") from exc
-    h = highspy.Highs()
+    h = new_highs(highspy)
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
     model = highspy.HighsLp()
