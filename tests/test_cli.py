@@ -98,6 +98,7 @@ def test_main_job_writes_valid_json_and_html(tmp_path: Path) -> None:
     assert len(report.records) == 2 * 4 * 4
     for line in ("attack", "ibp", "crown", "lp"):
         assert line in proc.stdout
+    assert "HiGHS" not in proc.stdout  # stdout carries only the table
     html = (tmp_path / "r.html").read_text()
     assert "<table" in html and html.count("data:image/png;base64,") >= 2
     # the verdicts agree with the methods run directly through the library
