@@ -37,10 +37,9 @@ import scipy.linalg as sla
 from threadpoolctl import threadpool_limits
 
 from verify.relax.sdp_model import Multipliers, SDPRelaxation, best_gamma, dual_bound
+from verify.results import SolverStatus
 
 log = logging.getLogger(__name__)
-
-from verify.results import SolverStatus  # noqa: E402
 
 FULL_DEC = 1.0  # full Newton steps only when the decrement is below this
 RIDGE = 1e-14  # Levenberg-Marquardt damping of the (Jacobi-scaled) Newton matrix
@@ -51,7 +50,8 @@ RHO = 3.0  # the barrier parameter is (upper - bound) / (RHO * (n + 2N))
 @dataclass(frozen=True)
 class DualSolution:
     """``bound``: sound lower bound on the margin; ``multipliers``: the point it was computed at;
-    ``gap``: the remaining duality gap estimate ``t (n + 2N)`` (not rigorous, for reporting)."""
+    ``gap``: best primal value found minus ``bound`` (advisory: the primal point is only as exact as
+    the Newton system; NaN when the linear start was returned)."""
 
     bound: float
     multipliers: Multipliers
