@@ -271,7 +271,9 @@ def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row:
     slack = float(o_err.sum() + (lam + 2.0 * np.abs(nu)) @ g_err.sum(axis=1) + 4.0 * _UNIT * (mu_x.sum() + mu_z.sum()))
     if kappa.size:
         slack += float(kappa @ tau_err.sum(axis=1))
-    return _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) - slack
+    # the relaxation describes the network in exact arithmetic; the float64 network differs by at most this
+    forward = float(float_forward_allowance(net, box, upper, c[None])[0])
+    return _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) - slack - forward
 
 
 def _sdp_rows(net, box, c, d, lower, upper, unstable, free):  # type: ignore[no-untyped-def]
@@ -375,6 +377,8 @@ def _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) -> float:  # type: ignore[no-
     if not np.all(np.isfinite(s)):
         return -np.inf
     lam_min = _eigvalsh_min(s)
+    if not np.isfinite(lam_min):  # never let min(0.0, nan) == 0.0 pass a matrix as PSD
+        return -np.inf
     err_eig = 32.0 * s.shape[0] * _UNIT * float(np.linalg.norm(s))
     lam_min -= err_m + err_s + err_eig
     total = gamma - float(mu_x.sum()) - float(mu_z.sum())

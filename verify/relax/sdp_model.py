@@ -259,6 +259,8 @@ def dual_bound(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], m:
     myy, b = dual_blocks(rel, obj, m)
     s, err = schur(myy, b, m.mu_x)
     lmin = rigorous_lambda_min(s, err)
+    if not np.isfinite(lmin):
+        return -np.inf
     total = m.gamma - m.mu_x.sum() - m.mu_z.sum()
     scale = abs(m.gamma) + m.mu_x.sum() + m.mu_z.sum()
     val = total + (rel.n_unstable + 1) * min(0.0, lmin) - 4.0 * (rel.n0 + rel.n_unstable + 2) * _EPS * scale

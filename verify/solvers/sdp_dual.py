@@ -263,12 +263,17 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
         log.debug("SDP dual: linear (LP-like) start bound %.6g, %.2fs", lin_bound, time.perf_counter() - t0)
         if lin is not None and target is not None and lin_bound > target:
             return DualSolution(lin_bound, lin, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, np.nan)
+    if rel.n_unstable == 0:  # affine on the box: mu_x = |o_x| / 2 (and the best gamma) is optimal
+        zero = np.zeros(0)
+        m = Multipliers(np.abs(obj[1]) / 2 * (1 + 1e-9) + 1e-12 * scale, zero, zero, zero, 0.0, zero)
+        m = best_gamma(rel, obj, m)
+        return DualSolution(dual_bound(rel, obj, m), m, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, 0.0)
     m0 = strict_start(rel, obj, START * scale, triangle)
     bar = _Barrier(rel, obj, triangle)
     th = m0.pack()
-    if rel.n_unstable == 0 or bar.factor(th) is None:
+    if bar.factor(th) is None:
         bound = dual_bound(rel, obj, m0)
-        return DualSolution(bound, m0, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, 0.0)
+        return DualSolution(bound, m0, SolverStatus.NUMERICAL_ERROR, 0, time.perf_counter() - t0, np.nan)
     n_bar = bar.dim + bar.pos.size
     rho = RHO * n_bar
     zbar = centre_margin(rel, obj) + 1e-6 * scale  # the SDP optimum is below any real margin
