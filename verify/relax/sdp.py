@@ -126,8 +126,19 @@ def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
     if np.all(np.isfinite([lower[r] for g in spec.groups for r in g if certs[r] is not None])) and spec.holds(lower):
         verdict, msg = Verdict.CERTIFIED, "checked SDP dual bound > 0 for every group"
     else:
-        verdict, msg = Verdict.UNKNOWN, f"SDP bound {bound:.4g} does not certify"
+        verdict, msg = Verdict.UNKNOWN, _failure_message(spec, lower, certs)
     return MethodResult("sdp", verdict, bound, lower, time.perf_counter() - t0, status, msg, None, extra)
+
+
+def _failure_message(spec, lower: np.ndarray, certs: list) -> str:  # type: ignore[no-untyped-def]
+    """Which group failed and with what checked bound; says when later margins were skipped."""
+    for k, g in enumerate(spec.groups):
+        ran = [r for r in g if certs[r] is not None]
+        if ran and not max(lower[r] for r in ran) > 0:
+            skipped = sum(c is None for c in certs)
+            tail = f"; {skipped} later margin(s) skipped" if skipped else ""
+            return f"margin group {k} not certified (checked SDP bound {max(lower[r] for r in ran):.4g}){tail}"
+    return f"SDP bound {group_bound(spec.groups, lower):.4g} does not certify"
 
 
 def _bounds(net: Network, box: InputBox, options: Options) -> Bounds:
