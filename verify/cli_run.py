@@ -18,7 +18,7 @@ from verify.runner import ResultsFile, done_map, make_tasks, read_results, run_t
 
 RUNS_DIR = Path("verify-runs")
 #: the SDP joins the default method set up to this many hidden units (see README for timings)
-SDP_DEFAULT_MAX_HIDDEN = 400
+SDP_DEFAULT_MAX_HIDDEN = 150
 
 
 def default_methods(net: Network) -> tuple[str, ...]:
