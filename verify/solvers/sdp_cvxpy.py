@@ -15,20 +15,12 @@ import numpy as np
 
 from verify.relax.sdp_model import Multipliers, SDPRelaxation, best_gamma, dual_bound
 from verify.results import SolverStatus
+from verify.solvers.cvxpy_lp import map_status
 
 log = logging.getLogger(__name__)
 
 CLARABEL_MAX_SIDE = 120
 
-_STATUS = {
-    "optimal": SolverStatus.OPTIMAL,
-    "optimal_inaccurate": SolverStatus.OPTIMAL_INACCURATE,
-    "infeasible": SolverStatus.INFEASIBLE,
-    "infeasible_inaccurate": SolverStatus.NUMERICAL_ERROR,
-    "unbounded": SolverStatus.UNBOUNDED,
-    "unbounded_inaccurate": SolverStatus.NUMERICAL_ERROR,
-    "user_limit": SolverStatus.ITERATION_LIMIT,
-}
 
 
 @dataclass(frozen=True)
@@ -76,7 +68,7 @@ def solve_cvxpy(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], t
     except (cp.error.SolverError, ValueError, ArithmeticError) as err:
         log.info("cvxpy %s failed: %s", solver, err)
         return CvxpySolution(-np.inf, np.nan, None, SolverStatus.NUMERICAL_ERROR, solver, time.perf_counter() - t0)
-    status = _STATUS.get(prob.status, SolverStatus.NUMERICAL_ERROR)
+    status = map_status(prob.status)  # one cvxpy status map for every backend
     if box.dual_value is None:
         return CvxpySolution(-np.inf, np.nan, None, status, solver, time.perf_counter() - t0)
     mu = np.asarray(box.dual_value, dtype=np.float64).ravel()
