@@ -158,3 +158,20 @@ def test_example_training_script_logs_library_results(monkeypatch) -> None:
                                      "--offline-methods", "attack,crown,lp"])
     assert [e["crown_certified"] for e in log] == calls
     assert all("offline_lp_certified" in e and 0.0 <= e["offline_lp_certified"] <= 1.0 for e in log)
+
+
+def test_compare_example_runs_and_orders_bounds() -> None:
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import compare_sdp_lp
+    finally:
+        sys.path.pop(0)
+    report = compare_sdp_lp.main(["--n", "3", "--eps", "0.05"])
+    by = {(r.index, r.method): r for r in report.records}
+    for i in range(3):
+        attack = by[(i, "attack")]
+        for m in ("lp (interval bounds)", "lp (CROWN bounds)", "sdp (interval bounds)", "sdp (CROWN bounds)"):
+            if by[(i, m)].status.value != "not_run":
+                assert by[(i, m)].bound <= attack.bound + 1e-6  # sound bounds never exceed the attack's margin
+        if by[(i, "lp (interval bounds)")].status.value != "not_run":  # CROWN bounds only tighten the LP
+            assert by[(i, "lp (CROWN bounds)")].bound >= by[(i, "lp (interval bounds)")].bound - 1e-6
