@@ -39,6 +39,12 @@ from verify.spec import InputBox
 _UNIT = 2.0**-53
 
 
+#: pre-activation bounds the checkers cannot re-derive (optimized slopes, LP-tightened bounds): these
+#: are only checked against sampled points of the box; every other source is re-derived independently
+#: (``verify.bounds_check``) and the hull with the stored bounds is used.
+TRUSTED_BOUND_SOURCES = ("alpha-crown", "lp-layerwise")
+
+
 class CertificateError(ValueError):
     """A certificate does not fit the network / box / margin it is checked against."""
 
@@ -53,6 +59,8 @@ class LPCertificate:
         lam, alpha, beta, gamma: one ``(m, n_i)`` array per hidden layer (see the module doc).
         statuses: the solver's status per row; primal: the solver's primal objective per row
             (advisory only, never used as a bound).
+        bounds_source: how ``lower/upper`` were made; the checker re-derives and widens them unless the
+            source is in :data:`TRUSTED_BOUND_SOURCES`.
     """
 
     C: np.ndarray
@@ -65,6 +73,7 @@ class LPCertificate:
     gamma: tuple[np.ndarray, ...]
     statuses: tuple[SolverStatus, ...]
     primal: np.ndarray
+    bounds_source: str = "crown"
 
     @property
     def n_rows(self) -> int:
@@ -90,7 +99,7 @@ def check_lp_certificate(
     if not 0 <= index < cert.n_rows:
         raise CertificateError(f"row index {index} out of range for a certificate of {cert.n_rows} rows")
     mults = tuple(tuple(a[index : index + 1] for a in group) for group in (cert.lam, cert.alpha, cert.beta, cert.gamma))
-    return float(lagrangian_bounds(net, box, c[None], np.array([d]), cert.lower, cert.upper, *mults)[0])
+    return float(lagrangian_bounds(net, box, c[None], np.array([d]), cert.lower, cert.upper, *mults, cert.bounds_source)[0])
 
 
 def check_lp_certificate_all(net: Network, box: InputBox, C: np.ndarray, d: np.ndarray, cert: LPCertificate) -> np.ndarray:
@@ -99,7 +108,8 @@ def check_lp_certificate_all(net: Network, box: InputBox, C: np.ndarray, d: np.n
     d = np.asarray(d, dtype=np.float64).ravel()
     if C.shape[0] != cert.n_rows or d.shape != (cert.n_rows,):
         raise CertificateError(f"{C.shape[0]} margin rows but the certificate has {cert.n_rows}")
-    return lagrangian_bounds(net, box, C, d, cert.lower, cert.upper, cert.lam, cert.alpha, cert.beta, cert.gamma)
+    return lagrangian_bounds(net, box, C, d, cert.lower, cert.upper, cert.lam, cert.alpha, cert.beta, cert.gamma,
+                             cert.bounds_source)
 
 
 def lagrangian_bounds(
@@ -113,11 +123,15 @@ def lagrangian_bounds(
     alpha: tuple[np.ndarray, ...],
     beta: tuple[np.ndarray, ...],
     gamma: tuple[np.ndarray, ...],
+    bounds_source: str = "crown",
 ) -> np.ndarray:
-    """The Lagrangian of the triangle LP minimized over the variable boxes, rounding-safe; ``(m,)``."""
+    """The Lagrangian of the triangle LP minimized over the variable boxes, rounding-safe; ``(m,)``.
+
+    The pre-activation bounds are re-derived independently unless ``bounds_source`` is trusted.
+    """
     n_hidden = len(net.layers) - 1
     _check_shapes(net, box, C, lower, upper, (lam, alpha, beta, gamma), n_hidden)
-    _check_bounds_plausible(net, box, lower, upper)
+    lower, upper = usable_bounds(net, box, lower, upper, bounds_source)
     m = C.shape[0]
     terms: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # (coef, mag, lo, hi)
     const = C @ net.layers[-1].bias + d
@@ -200,18 +214,15 @@ def _check_shapes(net, box, C, lower, upper, groups, n_hidden) -> None:  # type:
                 raise CertificateError(f"multipliers of hidden layer {i} have shape {a.shape}")
 
 
-def _check_bounds_plausible(net: Network, box: InputBox, lower, upper) -> None:  # type: ignore[no-untyped-def]
-    h = box.center[None]
-    for i, (l, u) in enumerate(zip(lower, upper)):
-        if l.shape != (net.layers[i].out_dim,) or u.shape != l.shape:
-            raise CertificateError(f"pre-activation bounds of layer {i} have the wrong shape")
-        if not (np.all(np.isfinite(l)) and np.all(np.isfinite(u)) and np.all(l <= u)):
-            raise CertificateError(f"pre-activation bounds of layer {i} are not finite intervals")
-        h = net.layers[i].apply(h)
-        tol = 1e-9 * (1.0 + np.abs(h[0]))
-        if np.any(h[0] < l - tol) or np.any(h[0] > u + tol):
-            raise CertificateError(f"pre-activation bounds of layer {i} exclude the box centre: not sound")
-        h = np.maximum(h, 0.0)
+def usable_bounds(net: Network, box: InputBox, lower, upper, source: str):  # type: ignore[no-untyped-def]
+    """Stored bounds checked against sampled points, then (unless trusted) widened to their hull with
+    independently derived sound bounds, so the relaxation is valid whatever the certificate says."""
+    _sdp_bounds_plausible(net, box, lower, upper)
+    if source in TRUSTED_BOUND_SOURCES:
+        return tuple(lower), tuple(upper)
+    from verify.bounds_check import confirmed_bounds
+
+    return confirmed_bounds(net, box, tuple(lower), tuple(upper))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -243,7 +254,7 @@ def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row:
     lower, upper = tuple(cert.hidden_lower), tuple(cert.hidden_upper)
     if len(lower) != len(net.layers) - 1 or len(upper) != len(lower):
         raise CertificateError(f"certificate has bounds for {len(lower)} hidden layers, network has {len(net.layers) - 1}")
-    _sdp_bounds_plausible(net, box, lower, upper)
+    lower, upper = usable_bounds(net, box, lower, upper, getattr(cert, "bounds_source", "crown"))
     unstable = [np.flatnonzero((np.asarray(l) < 0) & (np.asarray(u) > 0)) for l, u in zip(lower, upper)]
     n = int(sum(k.size for k in unstable))
     free = np.flatnonzero(box.upper - box.lower > 0)

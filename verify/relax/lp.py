@@ -150,13 +150,14 @@ def solve_rows(
     tri = build_triangle_lp(net, box, hidden_bounds)
     objs = [margin_objective(net, tri, C[k], d[k]) for k in range(C.shape[0])]
     sols = lp_backend(options.lp_solver).solve_many(tri.lp, [o[0] for o in objs], [o[1] for o in objs], options.time_limit)
-    cert = _certificate(net, tri, C, d, sols)
+    source = "lp-layerwise" if options.lp_layerwise else options.bounds
+    cert = _certificate(net, tri, C, d, sols, source)
     bounds = check_lp_certificate_all(net, box, C, d, cert)
     xs = [None if s.x is None else s.x[: net.in_dim] for s in sols]
     return bounds, cert, xs
 
 
-def _certificate(net: Network, tri: TriangleLP, C: np.ndarray, d: np.ndarray, sols: list) -> LPCertificate:
+def _certificate(net: Network, tri: TriangleLP, C: np.ndarray, d: np.ndarray, sols: list, source: str) -> LPCertificate:
     m = C.shape[0]
     lam, alpha, beta, gamma = [], [], [], []
     for i, lay in enumerate(tri.layers):
@@ -175,7 +176,7 @@ def _certificate(net: Network, tri: TriangleLP, C: np.ndarray, d: np.ndarray, so
     return LPCertificate(
         np.array(C, dtype=np.float64), np.array(d, dtype=np.float64), tri.lower, tri.upper,
         tuple(lam), tuple(alpha), tuple(beta), tuple(gamma),
-        tuple(s.status for s in sols), np.array([s.objective for s in sols]),
+        tuple(s.status for s in sols), np.array([s.objective for s in sols]), source,
     )
 
 

@@ -102,7 +102,8 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
         mult = Multipliers(np.zeros(rel.n0), np.zeros(n), np.zeros(n), np.zeros(n), -np.inf)
     lo, up = zip(*rel.hidden_bounds) if rel.hidden_bounds else ((), ())
     return SDPCertificate(np.asarray(c, dtype=np.float64).copy(), float(d), tuple(lo), tuple(up), mult.mu_x, mult.mu_z,
-                          mult.lam, mult.nu, float(mult.gamma), float(bound), options.sdp_backend, status, mult.kappa)
+                          mult.lam, mult.nu, float(mult.gamma), float(bound), options.sdp_backend, status, mult.kappa,
+                          options.bounds)
 
 
 def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:

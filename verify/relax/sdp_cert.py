@@ -24,6 +24,7 @@ class SDPCertificate:
         claimed: the bound the solver computed (advisory; the checker recomputes it).
         backend, status: which solver produced it and how it ended.
         kappa: ``(N,) >= 0`` multipliers of the triangle cuts ``z <= u (s - l) / (u - l)``, or empty.
+        bounds_source: how ``hidden_lower/upper`` were made (see ``verify.certificate.TRUSTED_BOUND_SOURCES``).
     """
 
     c: np.ndarray
@@ -39,3 +40,4 @@ class SDPCertificate:
     backend: str = "dual"
     status: SolverStatus = SolverStatus.OPTIMAL
     kappa: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    bounds_source: str = "crown"  # "alpha-crown" bounds cannot be re-derived by the checker: trusted
