@@ -5,6 +5,7 @@ Solver-backed methods are imported lazily so that the torch-only paths never imp
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Callable
@@ -36,7 +37,7 @@ def run_method(
     """
     start = time.perf_counter()
     try:
-        return _dispatch(name, net, prop, options, reference)
+        return _recheck(_dispatch(name, net, prop, options, reference), net, prop, reference)
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as err:  # a method failing must not kill a long run; it is recorded honestly
@@ -46,6 +47,22 @@ def run_method(
             name, Verdict.ERROR, float("nan"), np.full(m, np.nan), time.perf_counter() - start,
             SolverStatus.NUMERICAL_ERROR, f"{type(err).__name__}: {err}",
         )
+
+
+def _recheck(res: MethodResult, net: Network, prop: Property, reference: Reference | None) -> MethodResult:
+    """A FALSIFIED result stands only if its counterexample lies in the input set and violates the
+    property on the original model (``reference``, else the float64 network); otherwise UNKNOWN."""
+    if res.verdict is not Verdict.FALSIFIED:
+        return res
+    x = res.counterexample
+    if x is None:
+        return dataclasses.replace(res, verdict=Verdict.UNKNOWN, message=res.message + " (no counterexample kept)")
+    x = np.asarray(x, dtype=np.float64).ravel()
+    logits = np.asarray((reference or net.forward)(x[None]), dtype=np.float64)
+    if prop.box.contains(x) and bool(prop.output.violated(logits)[0]):
+        return res
+    log.warning("%s: counterexample did not re-check on the original model; reporting UNKNOWN", res.method)
+    return dataclasses.replace(res, verdict=Verdict.UNKNOWN, message=res.message + " (counterexample did not re-check on the original model)")
 
 
 def _dispatch(name: str, net: Network, prop: Property, options: Options, reference: Reference | None) -> MethodResult:

@@ -82,7 +82,7 @@ class SmoothedDual:
         return -float(val), -grad
 
 
-SCALE = True
+SCALE = False
 
 
 def _scales(th: np.ndarray, n0: int, n: int, k: int) -> np.ndarray:

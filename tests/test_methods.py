@@ -1,0 +1,42 @@
+"""The method registry: every FALSIFIED is re-checked on the original model, whatever method produced it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import random_network
+
+from verify.methods import parse_methods, run_method
+from verify.options import Options
+from verify.results import Verdict
+from verify.spec import robustness_property
+
+
+def _falsifiable():
+    net = random_network(3, (4, 8, 8, 3))
+    x = np.full(4, 0.5)
+    label = int(np.argmax(net.forward(x)))
+    prop = robustness_property(x, label, 0.5, (net.domain_lower, net.domain_upper), 3)
+    return net, prop, label
+
+
+@pytest.mark.parametrize("method", ["attack", "lp", "exact"])
+def test_falsified_only_when_the_reference_agrees(method: str) -> None:
+    net, prop, label = _falsifiable()
+    res = run_method(method, net, prop, Options())
+    assert res.verdict is Verdict.FALSIFIED, res.message  # a real counterexample exists at eps 0.5
+    assert prop.box.contains(res.counterexample) and prop.output.violated(net.forward(res.counterexample[None]))[0]
+
+    def disagreeing(x: np.ndarray) -> np.ndarray:  # an "original model" on which the label always wins
+        out = np.zeros((len(x), 3))
+        out[:, label] = 10.0
+        return out
+
+    res = run_method(method, net, prop, Options(), reference=disagreeing)
+    assert res.verdict is not Verdict.FALSIFIED
+
+
+def test_parse_methods_names_unknown_ones() -> None:
+    assert parse_methods("pgd, crown,alpha") == ("attack", "crown", "alpha-crown")
+    with pytest.raises(ValueError, match="magic"):
+        parse_methods("crown,magic")
