@@ -15,7 +15,6 @@ import torch
 from verify.load.base import LoadedModel, LoadError, resolve_domain
 from verify.load.module import from_module as _from_module
 from verify.load.npz import load_npz
-from verify.load.onnx import load_onnx
 from verify.load.torchfile import load_torch_file
 from verify.load.vnnlib import parse_vnnlib
 
@@ -55,6 +54,8 @@ def load_model(
     if arch is not None and kind in ("onnx", "npz"):
         raise LoadError(f"arch={arch!r} only applies to PyTorch state dicts, but {p} is an {kind} model (drop --arch)")
     if kind == "onnx":
+        from verify.load.onnx import load_onnx  # onnx is heavy to import; only when needed
+
         return load_onnx(p, domain=resolve_domain(domain), input_shape=input_shape, mean=mean, std=std)
     if kind == "npz":
         return load_npz(p, domain=domain, input_shape=input_shape, mean=mean, std=std)
