@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.optimize import minimize
+from scipy.optimize import OptimizeResult, minimize
 
 from verify.relax.sdp_model import Multipliers, SDPRelaxation, best_gamma, dual_blocks, dual_bound
 
@@ -82,26 +82,19 @@ class SmoothedDual:
         return -float(val), -grad
 
 
-SCALE = False
-
-
-def _scales(th: np.ndarray, n0: int, n: int, k: int) -> np.ndarray:
-    """Diagonal variable scaling for L-BFGS-B: the current magnitude of each sign-constrained multiplier
-    (floored), 1 for ``nu`` and ``gamma``."""
-    sc = np.ones_like(th)
-    pos = np.r_[0 : n0 + 2 * n, n0 + 3 * n : n0 + 3 * n + k]
-    mag = np.abs(th[pos])
-    sc[pos] = np.maximum(mag, 1e-3 * max(float(mag.mean()) if mag.size else 1.0, 1e-12))
-    return sc
+TEMPS = (3e-3, 3e-4, 3e-5, 3e-6, 1e-6)  # smoothing temperatures (margin units per unit trace)
+STAGE_ITERS = 2000  # L-BFGS-B iterations per temperature
+CHECK_EVERY = 25  # L-BFGS-B iterations between two sound-bound checks (best point kept; target stop)
 
 
 def polish(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], start: Multipliers, deadline: float,
-           temps: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6), iters: int = 300,
-           triangle: bool = False) -> tuple[Multipliers, float]:
-    """Improve ``start`` by L-BFGS-B on the smoothed dual at each temperature of ``temps`` (absolute,
-    in margin units per unit trace), until ``deadline`` (``time.perf_counter()`` value).
+           target: float | None = None, triangle: bool = False, temps: tuple[float, ...] = TEMPS,
+           iters: int = STAGE_ITERS) -> tuple[Multipliers, float]:
+    """Improve ``start`` by L-BFGS-B on the smoothed dual at each temperature of ``temps`` (absolute:
+    margin units per unit trace), until ``deadline`` (a ``time.perf_counter()`` value)
+    or until the sound bound exceeds ``target``.
 
-    Returns ``(multipliers, sound bound)``, the best point by :func:`dual_bound` (``start`` if none beats it).
+    Returns ``(multipliers, sound bound)``: the best point by :func:`dual_bound` (``start`` if none beats it).
     """
     fun = SmoothedDual(rel, obj, triangle)
     best = start
@@ -112,20 +105,32 @@ def polish(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], start:
     floor = 1e-12 * (1.0 + float(np.abs(th[:n0]).max(initial=0.0)))
     bnds = [(floor, None)] * n0 + [(0.0, None)] * (2 * n) + [(None, None)] * n + [(0.0, None)] * k + [(None, None)]
     th = np.clip(th, [lo if lo is not None else -np.inf for lo, _ in bnds], None)
-    for t in temps:
+    calls = [0]
+    hit: list[tuple[Multipliers, float]] = []  # the best sound point seen inside the current stage
+
+    def stop(intermediate_result: OptimizeResult) -> None:
+        calls[0] += 1
+        if calls[0] % CHECK_EVERY == 0:
+            cand = best_gamma(rel, obj, fun.unpack(intermediate_result.x))
+            bound = dual_bound(rel, obj, cand)
+            if not hit or bound > hit[-1][1]:
+                hit.append((cand, bound))
+            if target is not None and bound > target:
+                raise StopIteration
         if time.perf_counter() > deadline:
+            raise StopIteration
+
+    for t in temps:
+        if time.perf_counter() > deadline or (target is not None and best_bound > target):
             break
         fun.t = t
-        sc = _scales(th, n0, n, k) if SCALE else np.ones_like(th)
-        def scaled(y: np.ndarray) -> tuple[float, np.ndarray]:
-            v, g = fun(sc * y)
-            return v, sc * g
-        sb = [(None if lo is None else lo / s_, None) for (lo, _), s_ in zip(bnds, sc)]
-        res = minimize(scaled, th / sc, jac=True, method="L-BFGS-B", bounds=sb,
-                       options={"maxiter": iters, "maxcor": 20, "ftol": 1e-15, "gtol": 1e-12})
-        th = np.maximum(sc * res.x, [(-np.inf if lo is None else lo) for lo, _ in bnds])
+        res = minimize(fun, th, jac=True, method="L-BFGS-B", bounds=bnds,
+                       options={"maxiter": iters, "maxcor": 50, "ftol": 1e-15, "gtol": 1e-12}, callback=stop)
+        th = res.x
         cand = best_gamma(rel, obj, fun.unpack(th))
         bound = dual_bound(rel, obj, cand)
+        if hit and hit[-1][1] > bound:
+            cand, bound = hit[-1]
         log.debug("SDP polish: t %.0e, %d evals, smoothed %.7g, bound %.7g", t, res.nfev, -res.fun, bound)
         if bound > best_bound:
             best, best_bound = cand, bound

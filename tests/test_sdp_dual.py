@@ -1,0 +1,108 @@
+"""The first-order polish of the SDP dual (verify.solvers.sdp_polish) and its use in the dual backend:
+exact gradients, sound bounds (recomputed by dual_bound and below the Clarabel optimum), and
+convergence towards the reference when the Newton phase is cut short."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from conftest import random_network
+from verify.bounds import preactivation_bounds
+from verify.relax.sdp_model import build_relaxation, dual_bound
+from verify.results import SolverStatus
+from verify.solvers.sdp_cvxpy import solve_cvxpy
+from verify.solvers.sdp_dual import linear_start, solve_dual, strict_start
+from verify.solvers.sdp_polish import SmoothedDual, polish
+from verify.spec import InputBox, robustness_spec
+
+
+def _rel(seed: int, dims: tuple[int, ...], radius: float = 0.2):
+    net = random_network(seed, dims)
+    rng = np.random.default_rng(seed)
+    x0 = rng.uniform(0.25, 0.75, dims[0])
+    box = InputBox(np.clip(x0 - radius, 0, 1), np.clip(x0 + radius, 0, 1))
+    spec = robustness_spec(int(np.argmax(net.forward(x0))), dims[-1])
+    rel = build_relaxation(net, box, preactivation_bounds(net, box, "interval"))
+    return rel, spec
+
+
+@pytest.mark.parametrize("triangle", [False, True])
+def test_smoothed_gradient_matches_finite_differences(triangle):
+    rel, spec = _rel(1, (4, 10, 6, 3))
+    obj = rel.objective(spec.C[0], spec.d[0])
+    m = strict_start(rel, obj, 0.5, triangle)
+    rng = np.random.default_rng(0)
+    th = m.pack()
+    n0, n = rel.n0, rel.n_unstable
+    th[n0 + 2 * n : n0 + 3 * n] = 0.05 * rng.standard_normal(n)
+    fun = SmoothedDual(rel, obj, triangle)
+    fun.t = 0.05
+    _, grad = fun(th)
+    h = 1e-6
+    for _ in range(5):
+        d = rng.standard_normal(th.size)
+        num = (fun(th + h * d)[0] - fun(th - h * d)[0]) / (2 * h)
+        assert num == pytest.approx(grad @ d, rel=1e-5, abs=1e-7)
+
+
+def test_smoothed_value_never_exceeds_the_dual_function():
+    """The smoothing replaces min(0, lambda_min) by a lower approximation, so the smoothed value is at most
+    the (non-rounded) dual function, and approaches it as the temperature falls."""
+    rel, spec = _rel(0, (3, 8, 8, 3))
+    obj = rel.objective(spec.C[0], spec.d[0])
+    m = linear_start(rel, obj, False)
+    fun = SmoothedDual(rel, obj, False)
+    vals = []
+    for t in (1e-1, 1e-2, 1e-3, 1e-5):
+        fun.t = t
+        vals.append(-fun(m.pack())[0])
+    exact = dual_bound(rel, obj, m)
+    assert all(v <= exact + 1e-9 * (1 + abs(exact)) for v in vals)
+    assert vals == sorted(vals)
+    assert vals[-1] == pytest.approx(exact, abs=1e-3)
+
+
+@pytest.mark.parametrize("seed,dims", [(0, (3, 8, 8, 3)), (2, (3, 6, 6, 6, 3))])
+def test_polish_from_linear_start_approaches_the_reference(seed, dims):
+    rel, spec = _rel(seed, dims)
+    obj = rel.objective(spec.C[0], spec.d[0])
+    ref = solve_cvxpy(rel, obj, 60.0, solver="CLARABEL")
+    if ref.status is not SolverStatus.OPTIMAL:
+        pytest.skip("reference did not converge")
+    start = linear_start(rel, obj, False)
+    m, bound = polish(rel, obj, start, time.perf_counter() + 5.0)
+    assert bound == dual_bound(rel, obj, m)  # the reported bound is the checker's recomputation
+    assert bound >= dual_bound(rel, obj, start)
+    assert bound <= ref.primal + 1e-6 * max(1.0, abs(ref.primal))  # never beats the optimum
+    assert abs(bound - ref.primal) <= 1e-2 * max(1.0, abs(ref.primal))
+
+
+def test_polish_stops_at_target_and_deadline():
+    rel, spec = _rel(2, (3, 6, 6, 6, 3))
+    obj = rel.objective(spec.C[0], spec.d[0])
+    start = linear_start(rel, obj, False)
+    b0 = dual_bound(rel, obj, start)
+    t0 = time.perf_counter()
+    m, bound = polish(rel, obj, start, t0 - 1.0)  # already past the deadline: start returned
+    assert bound == b0
+    full = polish(rel, obj, start, time.perf_counter() + 3.0)[1]
+    if full > b0 + 1e-6:
+        target = 0.5 * (b0 + full)
+        m, bound = polish(rel, obj, start, time.perf_counter() + 20.0, target=target)
+        assert bound > target and bound == dual_bound(rel, obj, m)
+
+
+def test_short_newton_phase_then_polish_is_sound():
+    """A time limit too short for the Newton phase hands over to the polish; the result is still the
+    recomputed dual bound and below the reference optimum."""
+    rel, spec = _rel(1, (4, 10, 6, 3))
+    for r in range(spec.n_margins):
+        obj = rel.objective(spec.C[r], spec.d[r])
+        ref = solve_cvxpy(rel, obj, 60.0, solver="CLARABEL")
+        sol = solve_dual(rel, obj, 1.0, 3)
+        assert np.isfinite(sol.bound) and sol.bound == dual_bound(rel, obj, sol.multipliers)
+        if ref.status is SolverStatus.OPTIMAL:
+            assert sol.bound <= ref.primal + 1e-6 * max(1.0, abs(ref.primal))
