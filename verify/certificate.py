@@ -217,7 +217,7 @@ def _check_shapes(net, box, C, lower, upper, groups, n_hidden) -> None:  # type:
 def usable_bounds(net: Network, box: InputBox, lower, upper, source: str):  # type: ignore[no-untyped-def]
     """Stored bounds checked against sampled points, then (unless trusted) widened to their hull with
     independently derived sound bounds, so the relaxation is valid whatever the certificate says."""
-    _sdp_bounds_plausible(net, box, lower, upper)
+    _bounds_contain_samples(net, box, lower, upper)
     if source in TRUSTED_BOUND_SOURCES:
         return tuple(lower), tuple(upper)
     from verify.bounds_check import confirmed_bounds
@@ -398,7 +398,7 @@ def _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) -> float:  # type: ignore[no-
     return float(value) if np.isfinite(value) else -np.inf
 
 
-def _sdp_bounds_plausible(net: Network, box: InputBox, lower, upper) -> None:  # type: ignore[no-untyped-def]
+def _bounds_contain_samples(net: Network, box: InputBox, lower, upper) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     pts = np.vstack([box.center, rng.uniform(box.lower, box.upper, size=(8, box.dim))])
     h = pts
