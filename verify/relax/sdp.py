@@ -50,7 +50,9 @@ def sdp_margin_bounds(
         target: a row stops as soon as its checked bound exceeds ``target`` (0 to certify);
             None solves every row to the backend's tolerance.
         stop_on_failed_group: skip the remaining rows (bound ``-inf``, status NOT_RUN) once a group
-            cannot be certified (every row of it has a checked bound ``<= target``).
+            cannot be certified (every row of it has a checked bound ``<= target``). The groups are then
+            tried hardest first (smallest CROWN bound), so an input that fails usually fails on its first
+            group, and within a group the most promising row first.
 
     Returns:
         ``(lower, status, certificates)``: ``status`` is the worst row status (OPTIMAL only when
@@ -67,7 +69,7 @@ def sdp_margin_bounds(
     lower = np.full(m, -np.inf)
     certs: list[SDPCertificate | None] = [None] * m
     statuses = [SolverStatus.NOT_RUN] * m
-    for group in spec.groups:
+    for group in _order(net, box, spec, options) if stop_on_failed_group else spec.groups:
         for r in group:
             t0 = time.perf_counter()
             cert = solve_row(rel, spec.C[r], float(spec.d[r]), options, target)
@@ -140,6 +142,20 @@ def _failure_message(spec, lower: np.ndarray, certs: list) -> str:  # type: igno
             tail = f"; {skipped} later margin(s) skipped" if skipped else ""
             return f"margin group {k} not certified (checked SDP bound {max(lower[r] for r in ran):.4g}){tail}"
     return f"SDP bound {group_bound(spec.groups, lower):.4g} does not certify"
+
+
+def _order(net: Network, box: InputBox, spec: OutputSpec, options: Options) -> list[tuple[int, ...]]:
+    """Groups sorted by their best CROWN row bound (ascending), rows within a group descending."""
+    from verify.bounds.method import certify_batch
+
+    try:
+        lb = certify_batch(net, box.lower[None], box.upper[None], spec.C, spec.d, "crown", options)[0].cpu().numpy()
+    except (ValueError, RuntimeError) as err:
+        log.debug("SDP: no CROWN ordering (%s)", err)
+        return list(spec.groups)
+    lb = np.where(np.isfinite(lb), lb, -np.inf)
+    groups = [tuple(sorted(g, key=lambda r: -lb[r])) for g in spec.groups]
+    return sorted(groups, key=lambda g: lb[g[0]])
 
 
 def _bounds(net: Network, box: InputBox, options: Options) -> Bounds:

@@ -119,17 +119,19 @@ class SDPStandardForm:
 
     def _dense_parts(self, ymat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For the dense constraints (``p_a`` in ``{e_0, e_0 + e_j}``, ``q_a`` a row): ``Y P``, ``Y Q`` (``n x nd``)
-        and ``P^T Y P``, ``P^T Y Q``, ``Q^T Y Q`` (``nd x nd``)."""
-        nz = self.nz
-        rows = self.rows[self.qrow]
-        yq = ymat @ rows.T
-        yp = np.repeat(ymat[:, :1], rows.shape[0], axis=1)
+        and ``P^T Y P``, ``P^T Y Q``, ``Q^T Y Q`` (``nd x nd``). The rows ``g_j`` serve two constraints each
+        (``lam_j`` and ``nu_j``), so the products are formed once per distinct row."""
+        nz, nd, q = self.nz, self.qrow.size, self.qrow
+        yr = ymat @ self.rows.T  # (n, nz + kt)
+        yq = yr[:, q]
+        yp = np.repeat(ymat[:, :1], nd, axis=1)
         yp[:, nz : 2 * nz] += ymat[:, 1 : 1 + nz]
-        pyp = np.repeat(yp[:1], rows.shape[0], axis=0)
+        pyp = np.repeat(yp[:1], nd, axis=0)
         pyp[nz : 2 * nz] += yp[1 : 1 + nz]
-        pyq = np.repeat(yq[:1], rows.shape[0], axis=0)
+        pyq = np.repeat(yq[:1], nd, axis=0)
         pyq[nz : 2 * nz] += yq[1 : 1 + nz]
-        return yp, yq, pyp, pyq, rows @ yq
+        ryr = self.rows @ yr
+        return yp, yq, pyp, pyq, ryr[np.ix_(q, q)]
 
     def schur_matrix(self, x: np.ndarray, zinv: np.ndarray, ratio: np.ndarray) -> np.ndarray:
         """``M_ij = tr(A_i X A_j Z^{-1})`` plus the diagonal LP part ``x_l / z_l``, by blocks: the unit
@@ -289,7 +291,7 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
         pinf = float(np.linalg.norm(sf.b - ax)) / (1.0 + nb)
         mu = float(np.sum(x * z) + xl @ zl) / (sf.n + xl.size)
         relgap = abs(pobj - dobj) / (1.0 + abs(pobj) + abs(dobj))
-        if it > 1:
+        if it > 1 and (relgap < 1e-2 or (target is not None and dobj > target)):
             cand = best_gamma(rel, obj, sf.multipliers(y))
             bound = dual_bound(rel, obj, cand)
             if bound > best_bound:
@@ -307,6 +309,8 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
             break
         if time.perf_counter() > deadline:
             reason = "time limit"
+            break
+        if it == max_iter:
             break
         try:
             mfac = sla.cho_factor(sf.schur_matrix(x, zinv, ratio), lower=True, check_finite=False)
@@ -332,8 +336,11 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
         x = x + ap * dx
         xl = xl + ap * dxl
         y = y + ad * dy
-    else:
-        it = max_iter
+    if reason not in ("converged", "target reached"):  # the last iterate may be the best point
+        cand = best_gamma(rel, obj, sf.multipliers(y))
+        bound = dual_bound(rel, obj, cand)
+        if bound > best_bound:
+            best, best_bound = cand, bound
     return IPMResult(best_bound, best, pobj, pinf, it, converged, reason)
 
 
