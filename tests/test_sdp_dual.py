@@ -1,6 +1,6 @@
-"""The first-order polish of the SDP dual (verify.solvers.sdp_polish) and its use in the dual backend:
-exact gradients, sound bounds (recomputed by dual_bound and below the Clarabel optimum), and
-convergence towards the reference when the Newton phase is cut short."""
+"""The first-order polish of the SDP dual (verify.solvers.sdp_polish, the dual backend's fallback when the
+interior-point method stops on numerical trouble) and the dual backend under short limits: exact gradients,
+sound bounds (recomputed by dual_bound and below the Clarabel optimum), convergence towards the reference."""
 
 from __future__ import annotations
 
@@ -95,8 +95,8 @@ def test_polish_stops_at_target_and_deadline():
         assert bound > target and bound == dual_bound(rel, obj, m)
 
 
-def test_short_newton_phase_then_polish_is_sound():
-    """A time limit too short for the Newton phase hands over to the polish; the result is still the
+def test_short_limits_give_a_sound_bound():
+    """Time and iteration limits too short for the interior-point method: the result is still the
     recomputed dual bound and below the reference optimum."""
     rel, spec = _rel(1, (4, 10, 6, 3))
     for r in range(spec.n_margins):

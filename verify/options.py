@@ -18,8 +18,8 @@ class Options:
         alpha_steps, alpha_lr: gradient steps and Adam step size of alpha-CROWN's slope optimization.
         lp_solver: "highs" (default) or "clarabel".
         lp_layerwise: tighten every unstable neuron's bounds with LPs, layer by layer (LP-ALL).
-        sdp_backend: "dual" (our scalable first-order dual solver) or "cvxpy" (SCS/Clarabel reference).
-        sdp_iterations: iteration cap of the dual SDP solver, per margin.
+        sdp_backend: "dual" (our scalable primal-dual interior-point solver) or "cvxpy" (SCS/Clarabel reference).
+        sdp_iterations: iteration cap of the interior-point SDP solver, per margin.
         sdp_triangle: add triangle (LP) cuts to the SDP.
         time_limit: seconds per margin for LP/SDP/MILP solves; the best sound bound so far is kept.
         attack_steps, attack_restarts, attack_step_size: PGD settings (step size relative to eps).

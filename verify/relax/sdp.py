@@ -2,8 +2,8 @@
 
 The relaxation (see :mod:`verify.relax.sdp_model`) is built once per input box, in scaled
 coordinates with stable neurons removed or substituted, and shared by every margin row. Each row is
-solved by a backend (``options.sdp_backend``): "dual" (:mod:`verify.solvers.sdp_dual`, structured
-interior-point method on the dual, scales to MNIST networks) or "cvxpy"
+solved by a backend (``options.sdp_backend``): "dual" (:mod:`verify.solvers.sdp_dual`, our structured
+primal-dual interior-point method, scales to MNIST networks) or "cvxpy"
 (:mod:`verify.solvers.sdp_cvxpy`, Clarabel/SCS reference for small networks); ``options.sdp_triangle``
 adds the triangle cuts ``z <= u (s - l) / (u - l)`` (then at least as tight as the LP). Whatever the backend,
 the reported bound of a row is the one :func:`verify.certificate.check_sdp_certificate` recomputes

@@ -108,7 +108,7 @@ def solve_dual(
     time_limit: float,
     max_iter: int,
     target: float | None = None,
-    tol: float = 1e-7,
+    tol: float = 1e-6,
     triangle: bool = False,
 ) -> DualSolution:
     """Maximize the dual bound for one margin objective ``(o0, ox, oz)`` (see the module doc).

@@ -36,7 +36,8 @@ from verify.relax.sdp_model import Multipliers, SDPRelaxation, best_gamma, dual_
 log = logging.getLogger(__name__)
 
 STEP = 0.9  # fraction of the largest feasible step (raised towards 1 as steps get long)
-LANCZOS = 30  # Lanczos steps for the largest feasible step
+LANCZOS = 20  # Lanczos steps for the largest feasible step
+PROGRESS_EVERY = 5.0  # seconds between two progress lines at INFO level (every iteration at DEBUG)
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
     nb = float(np.linalg.norm(sf.b))
     lx_next, zf_next = None, None
     reason, converged, pobj, pinf, it = "iteration limit", False, np.nan, np.inf, 0
-    t_start = time.perf_counter()
+    t_start, last_info = time.perf_counter(), 0.0
     for it in range(1, max_iter + 1):
         z = sf.dual_matrix(y)
         zl = sf.slack_dual(y)
@@ -296,8 +297,11 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
             bound = dual_bound(rel, obj, cand)
             if bound > best_bound:
                 best, best_bound = cand, bound
-        log.debug("SDP ipm: it %d, dual %.8g (sound %.8g), primal %.8g, gap %.2e, pinf %.2e, %.2fs", it, dobj, best_bound,
-                  pobj, relgap, pinf, time.perf_counter() - t_start)
+        elapsed = time.perf_counter() - t_start
+        level = logging.INFO if elapsed - last_info > PROGRESS_EVERY else logging.DEBUG
+        last_info = elapsed if level == logging.INFO else last_info
+        log.log(level, "SDP ipm: iteration %d, %.1fs: sound bound %.8g, dual %.8g, primal %.8g, rel. gap %.1e, "
+                "primal infeasibility %.1e", it, elapsed, best_bound, dobj, pobj, relgap, pinf)
         if relgap < tol and pinf < tol:
             reason, converged = "converged", True
             break
