@@ -40,15 +40,15 @@ def paper_numbers() -> dict[tuple[str, str], float]:
         return {(r["network"], r["method"]): float(r["fraction_not_certified"]) for r in csv.DictReader(f)}
 
 
-def run_table(nets: list[str], n: int, eps: float, options: Options, with_lp: bool) -> None:
-    xs, ys = mnist_test(n)
+def run_table(nets: list[str], n: int, eps: float, options: Options, with_lp: bool, start: int = 0) -> None:
+    xs, ys = mnist_test(start + n)
     paper = paper_numbers()
     summary = []
     for name in nets:
         net = rsl18(name)
         miss = {"sdp": 0, "lp": 0}
         times = {"sdp": [], "lp": []}
-        for i in range(n):
+        for i in range(start, start + n):
             prop = robustness_property(xs[i], int(ys[i]), eps, (net.domain_lower, net.domain_upper), net.out_dim)
             line = [f"{name} #{i:3d} label {ys[i]}"]
             t0 = time.perf_counter()
@@ -67,7 +67,7 @@ def run_table(nets: list[str], n: int, eps: float, options: Options, with_lp: bo
             print(" | ".join(line), flush=True)
         summary.append((name, miss, times))
     label = "SDP+triangle" if options.sdp_triangle else "SDP"
-    print(f"\nfraction NOT certified at eps {eps} on the first {n} MNIST test images (paper: 1000 random points); "
+    print(f"\nfraction NOT certified at eps {eps} on MNIST test images {start}..{start + n - 1} (paper: 1000 random points); "
           f"SDP column = {label} with {options.bounds} bounds, LP = triangle LP with interval bounds")
     print(f"{'network':8s} {'SDP':>6s} {'paper':>6s} {'LP':>6s} {'paper':>6s} {'SDP s/img (median)':>19s} {'LP s/img':>9s}")
     for name, miss, times in summary:
@@ -115,6 +115,7 @@ def run_speed(options: Options, image: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100, help="first N MNIST test images")
+    ap.add_argument("--start", type=int, default=0, help="skip this many test images first (to split a run)")
     ap.add_argument("--nets", default=",".join(NETS), help="comma-separated subset of " + ",".join(NETS))
     ap.add_argument("--eps", type=float, default=0.1)
     ap.add_argument("--bounds", default="crown", help="pre-activation bounds for the SDP")
@@ -132,7 +133,7 @@ def main() -> None:
     if args.speed:
         run_speed(options, args.image)
     else:
-        run_table([s.strip() for s in args.nets.split(",") if s.strip()], args.n, args.eps, options, not args.no_lp)
+        run_table([s.strip() for s in args.nets.split(",") if s.strip()], args.n, args.eps, options, not args.no_lp, args.start)
 
 
 if __name__ == "__main__":
