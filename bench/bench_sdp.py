@@ -124,12 +124,13 @@ def main() -> None:
     ap.add_argument("--no-lp", action="store_true", help="skip the LP column")
     ap.add_argument("--triangle", action="store_true", help="SDP plus triangle cuts (at least as tight as the LP)")
     ap.add_argument("--speed", action="store_true", help="time one pgd_nn image, all nine margins")
+    ap.add_argument("--workers", type=int, default=1, help="processes solving margins in parallel (Options.sdp_workers)")
     ap.add_argument("--image", type=int, default=0)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(relativeCreated)8d %(message)s")
     options = Options(bounds=args.bounds, time_limit=args.time_limit, sdp_iterations=args.iterations,
-                      sdp_triangle=args.triangle)
+                      sdp_triangle=args.triangle, sdp_workers=args.workers)
     if args.speed:
         run_speed(options, args.image)
     else:

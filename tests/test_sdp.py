@@ -224,3 +224,16 @@ def test_checker_with_triangle_multipliers():
         assert value <= truth[1] + 1e-9
     with pytest.raises(CertificateError):
         check_sdp_certificate(net, box, cert.c, cert.d, dataclasses.replace(cert, kappa=np.ones(2)))
+
+
+def test_parallel_margins_match_sequential():
+    """sdp_workers=2 solves the same rows to the same checked bounds (and the certify mode agrees)."""
+    net, box, spec = _case(1, (4, 10, 6, 3))
+    seq, _, _ = sdp_margin_bounds(net, box, spec, Options())
+    par, status, certs = sdp_margin_bounds(net, box, spec, Options(sdp_workers=2))
+    assert status is SolverStatus.OPTIMAL and all(c is not None for c in certs)
+    assert np.allclose(par, seq, rtol=0, atol=1e-9)
+    prop = Property(box, spec)
+    assert certify_sdp(net, prop, Options(sdp_workers=2)).verdict is certify_sdp(net, prop, Options()).verdict
+    with pytest.raises(ValueError, match="sdp_workers"):
+        Options(sdp_workers=0)

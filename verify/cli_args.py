@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bounds", default="crown", choices=BOUND_METHODS, help="pre-activation bounds for lp/sdp/exact")
     p.add_argument("--lp-solver", default="highs", choices=LP_SOLVERS)
     p.add_argument("--sdp-backend", default="dual", choices=SDP_BACKENDS)
+    p.add_argument("--sdp-workers", type=int, default=1,
+                   help="processes solving an input's SDP margins in parallel, one core each (default 1)")
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds per margin for lp/sdp/exact (default 60)")
     p.add_argument("--attack-steps", type=int, default=50)
     p.add_argument("--attack-restarts", type=int, default=5)
@@ -121,7 +123,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
     try:
         return Options(
             bounds=args.bounds, lp_solver=args.lp_solver, sdp_backend=args.sdp_backend, time_limit=args.time_limit,
-            attack_steps=args.attack_steps, attack_restarts=args.attack_restarts, seed=args.seed,
+            sdp_workers=args.sdp_workers, attack_steps=args.attack_steps, attack_restarts=args.attack_restarts, seed=args.seed,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None

@@ -21,6 +21,7 @@ class Options:
         sdp_backend: "dual" (our scalable primal-dual interior-point solver) or "cvxpy" (SCS/Clarabel reference).
         sdp_iterations: iteration cap of the interior-point SDP solver, per margin.
         sdp_triangle: add triangle (LP) cuts to the SDP.
+        sdp_workers: processes solving the margins of one input in parallel (SDP); each uses one core.
         time_limit: seconds per margin for LP/SDP/MILP solves; the best sound bound so far is kept.
         attack_steps, attack_restarts, attack_step_size: PGD settings (step size relative to eps).
         seed: seed for every random choice (attack restarts, samples).
@@ -35,6 +36,7 @@ class Options:
     sdp_backend: str = "dual"
     sdp_iterations: int = 300
     sdp_triangle: bool = False
+    sdp_workers: int = 1
     time_limit: float = 60.0
     attack_steps: int = 50
     attack_restarts: int = 5
@@ -51,6 +53,8 @@ class Options:
         for name in ("alpha_steps", "sdp_iterations", "attack_steps", "attack_restarts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.sdp_workers < 1:
+            raise ValueError(f"sdp_workers must be >= 1, got {self.sdp_workers}")
         if not self.time_limit > 0:
             raise ValueError(f"time_limit must be > 0 seconds, got {self.time_limit}")
 

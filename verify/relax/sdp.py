@@ -13,7 +13,10 @@ from the saved multipliers; a row certifies only when that checked bound is fini
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 
@@ -69,20 +72,54 @@ def sdp_margin_bounds(
     lower = np.full(m, -np.inf)
     certs: list[SDPCertificate | None] = [None] * m
     statuses = [SolverStatus.NOT_RUN] * m
-    for group in _order(net, box, spec, options) if stop_on_failed_group else spec.groups:
-        for r in group:
-            t0 = time.perf_counter()
-            cert = solve_row(rel, spec.C[r], float(spec.d[r]), options, target)
-            lower[r] = _checked(net, box, cert)
-            certs[r], statuses[r] = cert, cert.status
-            log.info("SDP row %d: checked bound %.6g (claimed %.6g), %s, %.2fs", r, lower[r], cert.claimed,
-                     cert.status.value, time.perf_counter() - t0)
-            if target is not None and lower[r] > target:
-                break
+    groups = _order(net, box, spec, options) if stop_on_failed_group else list(spec.groups)
+    for group, rows in _run_groups(net, box, rel, spec, groups, options, target):
+        for r, cert, checked, seconds in rows:
+            lower[r], certs[r], statuses[r] = checked, cert, cert.status
+            log.info("SDP row %d: checked bound %.6g (claimed %.6g), %s, %.2fs", r, checked, cert.claimed,
+                     cert.status.value, seconds)
         if stop_on_failed_group and not np.any(lower[list(group)] > (0.0 if target is None else target)):
             log.info("SDP: group %s not certified; skipping the remaining rows", group)
             break
     return lower, _worst(statuses), certs
+
+
+Solved = list[tuple[int, SDPCertificate, float, float]]  # (row, certificate, checked bound, seconds)
+
+
+def solve_group(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpec, group: tuple[int, ...],
+                options: Options, target: float | None) -> Solved:
+    """Solve the rows of one group in order until one's checked bound exceeds ``target``."""
+    out: Solved = []
+    for r in group:
+        t0 = time.perf_counter()
+        cert = solve_row(rel, spec.C[r], float(spec.d[r]), options, target)
+        checked = _checked(net, box, cert)
+        out.append((r, cert, checked, time.perf_counter() - t0))
+        if target is not None and checked > target:
+            break
+    return out
+
+
+def _run_groups(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpec, groups: list[tuple[int, ...]],
+                options: Options, target: float | None) -> Iterator[tuple[tuple[int, ...], Solved]]:
+    """Yield ``(group, solved rows)`` in ``groups`` order (sequential) or as they finish
+    (``options.sdp_workers`` processes). When the caller stops early, queued groups are cancelled and
+    the running ones are waited for (so no stray process keeps a core busy)."""
+    workers = min(options.sdp_workers, len(groups))
+    if workers <= 1:
+        for group in groups:
+            yield group, solve_group(net, box, rel, spec, group, options, target)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    try:
+        futures = {pool.submit(solve_group, net, box, rel, spec, g, options, target): g for g in groups}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, target: float | None) -> SDPCertificate:
