@@ -271,7 +271,6 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
     xl = 1.0 / sf.slack_dual(y)
     scale0 = sf.n / np.trace(x)
     x, xl = scale0 * x, scale0 * xl
-    nb = float(np.linalg.norm(sf.b))
     lx_next, zf_next = None, None
     reason, converged, pobj, pinf, it = "iteration limit", False, np.nan, np.inf, 0
     t_start, last_info = time.perf_counter(), 0.0
@@ -286,12 +285,7 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
             break
         zinv = zf.inverse()
         ratio = xl / zl
-        ax = sf.apply(x)
-        ax[sf.slack_con] += sf.slack_coef * xl
-        pobj, dobj = float(np.sum(sf.c * x)), float(sf.b @ y)
-        pinf = float(np.linalg.norm(sf.b - ax)) / (1.0 + nb)
-        mu = float(np.sum(x * z) + xl @ zl) / (sf.n + xl.size)
-        relgap = abs(pobj - dobj) / (1.0 + abs(pobj) + abs(dobj))
+        pobj, dobj, pinf, mu, relgap = _measures(sf, x, xl, y, z, zl)
         if it > 1 and (relgap < 1e-2 or (target is not None and dobj > target)):
             cand = best_gamma(rel, obj, sf.multipliers(y))
             bound = dual_bound(rel, obj, cand)
@@ -302,19 +296,9 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
         last_info = elapsed if level == logging.INFO else last_info
         log.log(level, "SDP ipm: iteration %d, %.1fs: sound bound %.8g, dual %.8g, primal %.8g, rel. gap %.1e, "
                 "primal infeasibility %.1e", it, elapsed, best_bound, dobj, pobj, relgap, pinf)
-        if relgap < tol and pinf < tol:
-            reason, converged = "converged", True
-            break
-        if target is not None and best_bound > target:
-            reason = "target reached"
-            break
-        if target is not None and pinf < 1e-6 and relgap < 1e-3 and pobj < target - 1e-4 * (1.0 + abs(pobj)):
-            reason = "a nearly feasible primal point is below the target"
-            break
-        if time.perf_counter() > deadline:
-            reason = "time limit"
-            break
-        if it == max_iter:
+        stop = _stop_reason(pobj, pinf, relgap, best_bound, tol, target, deadline)
+        if stop is not None or it == max_iter:
+            reason, converged = stop or reason, stop == "converged"
             break
         try:
             mfac = sla.cho_factor(sf.schur_matrix(x, zinv, ratio), lower=True, check_finite=False)
@@ -346,6 +330,31 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
         if bound > best_bound:
             best, best_bound = cand, bound
     return IPMResult(best_bound, best, pobj, pinf, it, converged, reason)
+
+
+def _measures(sf: SDPStandardForm, x: np.ndarray, xl: np.ndarray, y: np.ndarray, z: np.ndarray,
+              zl: np.ndarray) -> tuple[float, float, float, float, float]:
+    """``(primal objective, dual objective, relative primal infeasibility, mu, relative gap)``."""
+    ax = sf.apply(x)
+    ax[sf.slack_con] += sf.slack_coef * xl
+    pobj, dobj = float(np.sum(sf.c * x)), float(sf.b @ y)
+    pinf = float(np.linalg.norm(sf.b - ax)) / (1.0 + float(np.linalg.norm(sf.b)))
+    mu = float(np.sum(x * z) + xl @ zl) / (sf.n + xl.size)
+    return pobj, dobj, pinf, mu, abs(pobj - dobj) / (1.0 + abs(pobj) + abs(dobj))
+
+
+def _stop_reason(pobj: float, pinf: float, relgap: float, bound: float, tol: float, target: float | None,
+                 deadline: float) -> str | None:
+    """Why to stop now, or None to go on."""
+    if relgap < tol and pinf < tol:
+        return "converged"
+    if target is not None and bound > target:
+        return "target reached"
+    if target is not None and pinf < 1e-6 and relgap < 1e-3 and pobj < target - 1e-4 * (1.0 + abs(pobj)):
+        return "a nearly feasible primal point is below the target"
+    if time.perf_counter() > deadline:
+        return "time limit"
+    return None
 
 
 def _steps(ctx: "_Context", d: tuple, wx: tuple) -> tuple[float, float]:
