@@ -16,7 +16,7 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import closing
 
 import numpy as np
 
@@ -73,18 +73,24 @@ def sdp_margin_bounds(
     certs: list[SDPCertificate | None] = [None] * m
     statuses = [SolverStatus.NOT_RUN] * m
     groups = _order(net, box, spec, options) if stop_on_failed_group else list(spec.groups)
-    for group, rows in _run_groups(net, box, rel, spec, groups, options, target):
-        for r, cert, checked, seconds in rows:
-            lower[r], certs[r], statuses[r] = checked, cert, cert.status
-            log.info("SDP row %d: checked bound %.6g (claimed %.6g), %s, %.2fs", r, checked, cert.claimed,
-                     cert.status.value, seconds)
-        if stop_on_failed_group and not np.any(lower[list(group)] > (0.0 if target is None else target)):
-            log.info("SDP: group %s not certified; skipping the remaining rows", group)
-            break
+    with closing(_run_groups(net, box, rel, spec, groups, options, target)) as solved:
+        for group, rows in solved:
+            _record(rows, lower, certs, statuses)
+            if stop_on_failed_group and not np.any(lower[list(group)] > (0.0 if target is None else target)):
+                log.info("SDP: group %s not certified; skipping the remaining rows", group)
+                break
     return lower, _worst(statuses), certs
 
 
 Solved = list[tuple[int, SDPCertificate, float, float]]  # (row, certificate, checked bound, seconds)
+
+
+def _record(rows: Solved, lower: np.ndarray, certs: list, statuses: list) -> None:  # type: ignore[type-arg]
+    """Store solved rows in the per-row arrays (and log them)."""
+    for r, cert, checked, seconds in rows:
+        lower[r], certs[r], statuses[r] = checked, cert, cert.status
+        log.info("SDP row %d: checked bound %.6g (claimed %.6g), %s, %.2fs", r, checked, cert.claimed,
+                 cert.status.value, seconds)
 
 
 def solve_group(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpec, group: tuple[int, ...],
@@ -104,8 +110,8 @@ def solve_group(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpe
 def _run_groups(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpec, groups: list[tuple[int, ...]],
                 options: Options, target: float | None) -> Iterator[tuple[tuple[int, ...], Solved]]:
     """Yield ``(group, solved rows)`` in ``groups`` order (sequential) or as they finish
-    (``options.sdp_workers`` processes). When the caller stops early, queued groups are cancelled and
-    the running ones are waited for (so no stray process keeps a core busy)."""
+    (``options.sdp_workers`` processes). When the caller stops early (closes the generator), the worker
+    processes are terminated, so no stray solve keeps a core busy."""
     workers = min(options.sdp_workers, len(groups))
     if workers <= 1:
         for group in groups:
@@ -113,13 +119,13 @@ def _run_groups(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpe
         return
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx)
-    try:
-        futures = {pool.submit(solve_group, net, box, rel, spec, g, options, target): g for g in groups}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    with ctx.Pool(workers) as pool:  # leaving the block terminates the workers
+        jobs = [(net, box, rel, spec, g, options, target) for g in groups]
+        yield from pool.imap_unordered(_solve_group_job, jobs)
+
+
+def _solve_group_job(job: tuple) -> tuple[tuple[int, ...], Solved]:
+    return job[4], solve_group(*job)
 
 
 def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, target: float | None) -> SDPCertificate:
