@@ -237,3 +237,20 @@ def test_parallel_margins_match_sequential():
     assert certify_sdp(net, prop, Options(sdp_workers=2)).verdict is certify_sdp(net, prop, Options()).verdict
     with pytest.raises(ValueError, match="sdp_workers"):
         Options(sdp_workers=0)
+
+
+def test_parallel_certify_mode_is_reproducible_when_a_group_fails():
+    """Certify mode with a failing group: 2 workers give exactly the sequential rows, bounds and skips."""
+    net, box, spec = _case(1, (4, 10, 6, 3), radius=0.45)
+    runs = [sdp_margin_bounds(net, box, spec, Options(sdp_workers=w), target=0.0, stop_on_failed_group=True)
+            for w in (1, 2)]
+    (seq, st1, c1), (par, st2, c2) = runs
+    assert not spec.holds(seq)  # the case does fail
+    assert [c is None for c in c1] == [c is None for c in c2] and np.array_equal(seq, par) and st1 is st2
+
+
+def test_non_finite_spec_is_a_clear_error():
+    net, box, spec = _case(0, (3, 8, 8, 3))
+    bad = OutputSpec(spec.C, np.where(np.arange(spec.n_margins) == 0, np.inf, spec.d), spec.groups, spec.label)
+    with pytest.raises(ValueError, match="non-finite"):
+        sdp_margin_bounds(net, box, bad, Options())

@@ -58,11 +58,15 @@ def sdp_margin_bounds(
             group, and within a group the most promising row first.
 
     Returns:
-        ``(lower, status, certificates)``: ``status`` is the worst row status (OPTIMAL only when
-        every row was solved to tolerance); ``certificates[r]`` is None for skipped rows.
+        ``(lower, status, certificates)``: ``status`` is the worst status of the rows that ran (OPTIMAL
+        when each was solved to tolerance, reached ``target`` or was shown unable to reach it; NOT_RUN
+        only when none ran); ``certificates[r]`` is None for skipped rows. With several workers the
+        result is the same as sequentially (groups are consumed in order).
     """
     if spec.C.shape[1] != net.out_dim:
         raise ValueError(f"spec has {spec.C.shape[1]} logit columns, network has {net.out_dim} outputs")
+    if not (np.all(np.isfinite(spec.C)) and np.all(np.isfinite(spec.d))):
+        raise ValueError("the output spec has non-finite entries in C or d")
     if preact is None:
         preact = _bounds(net, box, options)
     rel = build_relaxation(net, box, preact)
@@ -109,10 +113,13 @@ def solve_group(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpe
 
 def _run_groups(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpec, groups: list[tuple[int, ...]],
                 options: Options, target: float | None) -> Iterator[tuple[tuple[int, ...], Solved]]:
-    """Yield ``(group, solved rows)`` in ``groups`` order (sequential) or as they finish
-    (``options.sdp_workers`` processes). When the caller stops early (closes the generator), the worker
-    processes are terminated, so no stray solve keeps a core busy."""
+    """Yield ``(group, solved rows)`` in ``groups`` order, solved sequentially or by
+    ``options.sdp_workers`` processes (ahead of the consumer). When the caller stops early (closes the
+    generator), the worker processes are terminated, so no stray solve keeps a core busy. Inside a
+    daemonic process (which may not have children) it runs sequentially."""
     workers = min(options.sdp_workers, len(groups))
+    if multiprocessing.current_process().daemon:
+        workers = 1
     if workers <= 1:
         for group in groups:
             yield group, solve_group(net, box, rel, spec, group, options, target)
@@ -121,7 +128,7 @@ def _run_groups(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpe
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ctx.Pool(workers) as pool:  # leaving the block terminates the workers
         jobs = [(net, box, rel, spec, g, options, target) for g in groups]
-        yield from pool.imap_unordered(_solve_group_job, jobs)
+        yield from pool.imap(_solve_group_job, jobs)
 
 
 def _solve_group_job(job: tuple) -> tuple[tuple[int, ...], Solved]:
@@ -169,7 +176,7 @@ def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
     lower, status, certs = sdp_margin_bounds(net, prop.box, spec, options, preact, target=0.0, stop_on_failed_group=True)
     bound = group_bound(spec.groups, lower)
     extra = {"bounds": options.bounds, "backend": options.sdp_backend, "certificates": certs}
-    if np.all(np.isfinite([lower[r] for g in spec.groups for r in g if certs[r] is not None])) and spec.holds(lower):
+    if spec.holds(lower):  # every group has a row whose checked bound is > 0 (skipped rows are -inf)
         verdict, msg = Verdict.CERTIFIED, "checked SDP dual bound > 0 for every group"
     else:
         verdict, msg = Verdict.UNKNOWN, _failure_message(spec, lower, certs)
@@ -219,5 +226,7 @@ def _checked(net: Network, box: InputBox, cert: SDPCertificate) -> float:
 
 
 def _worst(statuses: list[SolverStatus]) -> SolverStatus:
+    """The worst status among the rows that ran (NOT_RUN when none did)."""
+    ran = [s for s in statuses if s is not SolverStatus.NOT_RUN]
     rank = {s: i for i, s in enumerate(_SEVERITY)}
-    return max(statuses, key=lambda s: rank.get(s, len(_SEVERITY))) if statuses else SolverStatus.NOT_RUN
+    return max(ran, key=lambda s: rank.get(s, len(_SEVERITY))) if ran else SolverStatus.NOT_RUN

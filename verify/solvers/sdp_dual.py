@@ -36,8 +36,10 @@ START = 0.02  # the starting point's barrier parameter, relative to the objectiv
 @dataclass(frozen=True)
 class DualSolution:
     """``bound``: sound lower bound on the margin; ``multipliers``: the point it was computed at;
-    ``gap``: best primal value found minus ``bound`` (advisory: the primal point is only as exact as
-    the interior-point iterate; NaN when the linear start was returned)."""
+    ``gap``: the last primal value minus ``bound`` (advisory: the primal point satisfies the constraints
+    only to 1e-6; NaN when it is further from feasible or when the linear start was returned).
+    ``status`` is OPTIMAL when the method converged, reached the target, or found a nearly feasible
+    primal point below the target (the target is then out of reach, up to that tolerance)."""
 
     bound: float
     multipliers: Multipliers
@@ -121,6 +123,10 @@ def solve_dual(
         tol: stop when the relative primal-dual gap and the primal infeasibility are below it.
         triangle: add the triangle cuts ``z <= u (s - l) / (u - l)`` (multipliers ``kappa``).
     """
+    if not all(np.all(np.isfinite(a)) for a in (np.asarray(obj[0]), obj[1], obj[2])):
+        raise ValueError("the margin objective has non-finite coefficients (check the spec's C and d)")
+    if not time_limit > 0:
+        raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
     with threadpool_limits(1):  # OpenBLAS threads slow these sizes down badly on a loaded machine
         return _solve(rel, obj, time_limit, max_iter, target, tol, triangle)
 
@@ -156,7 +162,8 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
         status = SolverStatus.NUMERICAL_ERROR
     log.info("SDP dual: bound %.7g after %d iterations (%s), primal %.7g, %.2fs", bound, res.iterations, res.reason,
              res.primal, time.perf_counter() - t0)
-    return DualSolution(bound, m, status, res.iterations, time.perf_counter() - t0, res.primal - bound)
+    gap = res.primal - bound if res.infeasibility < 1e-6 else np.nan  # an infeasible primal says nothing
+    return DualSolution(bound, m, status, res.iterations, time.perf_counter() - t0, gap)
 
 
 _STATUS = {

@@ -72,10 +72,6 @@ class SDPStandardForm:
         self.rows = np.concatenate([g, tau], axis=0)  # dense q-vectors
         self.m = n + 2 * nz + kt
         nd = 2 * nz + kt
-        zero = np.zeros(nd, dtype=int)
-        self.p1 = np.concatenate([np.arange(n), zero])
-        self.p2 = np.concatenate([np.zeros(n + nz, dtype=int), 1 + np.arange(nz), np.zeros(kt, dtype=int)])
-        self.pf = np.concatenate([np.zeros(n + nz), np.ones(nz), np.zeros(kt)])
         self.qrow = np.concatenate([np.arange(nz), np.arange(nz), nz + np.arange(kt)])  # dense constraints' rows
         self.b = np.concatenate([[1.0], np.ones(n - 1), np.zeros(nd)])
         # one slack per LP-cone variable: box (+1), lam and kappa (-1)
@@ -265,6 +261,8 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
     best, best_bound = start, dual_bound(rel, obj, start)
     try:
         zf = ArrowFactor(sf.dual_matrix(y), k)
+        if not np.all(sf.slack_dual(y) > 0):
+            raise ValueError("slack multipliers not positive")
     except (np.linalg.LinAlgError, ValueError):
         return IPMResult(best_bound, best, np.nan, np.inf, 0, False, "the start is not strictly dual feasible")
     x = zf.inverse()
@@ -274,7 +272,7 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
     lx_next, zf_next = None, None
     reason, converged, pobj, pinf, it = "iteration limit", False, np.nan, np.inf, 0
     t_start, last_info = time.perf_counter(), 0.0
-    for it in range(1, max_iter + 1):
+    for it in range(max_iter + 1):  # it = steps taken so far
         z = sf.dual_matrix(y)
         zl = sf.slack_dual(y)
         try:
@@ -286,7 +284,7 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
         zinv = zf.inverse()
         ratio = xl / zl
         pobj, dobj, pinf, mu, relgap = _measures(sf, x, xl, y, z, zl)
-        if it > 1 and (relgap < 1e-2 or (target is not None and dobj > target)):
+        if it > 0 and (relgap < 1e-2 or (target is not None and dobj > target)):
             cand = best_gamma(rel, obj, sf.multipliers(y))
             bound = dual_bound(rel, obj, cand)
             if bound > best_bound:
@@ -301,19 +299,15 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
             reason, converged = stop or reason, stop == "converged"
             break
         try:
-            mfac = sla.cho_factor(sf.schur_matrix(x, zinv, ratio), lower=True, check_finite=False)
+            mfac = sla.cho_factor(sf.schur_matrix(x, zinv, ratio), lower=True, check_finite=True)
         except (np.linalg.LinAlgError, ValueError):
             reason = "Schur matrix not positive definite"
             break
-        ctx = _Context(sf, mfac, x, xl, zf, zinv, zl, ratio, sf.apply(zinv), k)
-        wx = (lambda v: sla.solve_triangular(lx, v, lower=True, check_finite=False),
-              lambda v: sla.solve_triangular(lx, v, lower=True, trans="T", check_finite=False))
-        pred = ctx.direction(0.0, None)
-        ap, ad = _steps(ctx, pred, wx)
-        mu_aff = (np.sum((x + ap * pred[1]) * (z + ad * pred[3])) + (xl + ap * pred[2]) @ (zl + ad * pred[4])) / (sf.n + xl.size)
-        sigma = float(np.clip((mu_aff / mu) ** 3, 0.0, 1.0))
-        dy, dx, dxl, dz, dzl = ctx.direction(sigma * mu, pred)
-        ap, ad = _steps(ctx, (dy, dx, dxl, dz, dzl), wx)
+        try:
+            dy, dx, dxl, ap, ad, sigma = _predictor_corrector(sf, mfac, x, xl, z, zf, zinv, zl, ratio, lx, mu, k)
+        except (np.linalg.LinAlgError, ValueError) as err:  # non-finite numbers: numerical trouble
+            reason = f"numerical trouble ({err})"
+            break
         frac = STEP + (1.0 - STEP) * 0.5 * min(ap, ad)
         (ap, lx_next), (ad, zf_next) = (_feasible(lambda a: x + a * dx, frac * ap),
                                          _feasible(lambda a: sf.dual_matrix(y + a * dy), frac * ad, k))
@@ -330,6 +324,25 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
         if bound > best_bound:
             best, best_bound = cand, bound
     return IPMResult(best_bound, best, pobj, pinf, it, converged, reason)
+
+
+def _predictor_corrector(sf: SDPStandardForm, mfac: tuple, x: np.ndarray, xl: np.ndarray, z: np.ndarray,
+                         zf: ArrowFactor, zinv: np.ndarray, zl: np.ndarray, ratio: np.ndarray, lx: np.ndarray,
+                         mu: float, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float]:
+    """Mehrotra's predictor-corrector: ``(dy, dX, dxl, primal step, dual step, sigma)``, the steps being
+    estimates of the largest feasible ones (capped at 1)."""
+    ctx = _Context(sf, mfac, x, xl, zf, zinv, zl, ratio, sf.apply(zinv), k)
+    wx = (lambda v: sla.solve_triangular(lx, v, lower=True, check_finite=False),
+          lambda v: sla.solve_triangular(lx, v, lower=True, trans="T", check_finite=False))
+    pred = ctx.direction(0.0, None)
+    ap, ad = _steps(ctx, pred, wx)
+    mu_aff = (np.sum((x + ap * pred[1]) * (z + ad * pred[3])) + (xl + ap * pred[2]) @ (zl + ad * pred[4])) / (sf.n + xl.size)
+    sigma = float(np.clip((mu_aff / mu) ** 3, 0.0, 1.0))
+    dy, dx, dxl, dz, dzl = ctx.direction(sigma * mu, pred)
+    ap, ad = _steps(ctx, (dy, dx, dxl, dz, dzl), wx)
+    if not (np.isfinite(ap) and np.isfinite(ad) and np.all(np.isfinite(dy))):
+        raise ValueError("non-finite direction")
+    return dy, dx, dxl, ap, ad, sigma
 
 
 def _measures(sf: SDPStandardForm, x: np.ndarray, xl: np.ndarray, y: np.ndarray, z: np.ndarray,
