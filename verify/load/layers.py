@@ -112,6 +112,35 @@ def elementwise(scale: object, shift: object, in_shape: Sequence[int], name: str
     return Affine(sp.diags(s, format="csr"), t.copy(), name)
 
 
+def fold_normalization(ops: list, mean: object, std: object, in_shape: Sequence[int],
+                       notes: list[str]) -> tuple[list, Affine | None]:
+    """Prepend the input map ``(x - mean) / std`` to ``ops`` when either is given (noting it in ``notes``).
+
+    Returns ``(ops, pre)``; ``pre`` is that map (None without normalization), for the loaders' references.
+    """
+    if mean is None and std is None:
+        return ops, None
+    pre = input_normalization(mean, std, in_shape)
+    notes.append("input normalization (x - mean) / std folded into the first layer")
+    return [pre, *ops], pre
+
+
+def constant_arith(kind: str, c: np.ndarray, var_first: bool, in_shape: Sequence[int], name: str, where: str) -> Affine:
+    """``x + c``, ``x - c`` / ``c - x``, ``x * c`` or ``x / c`` (``kind`` add, sub, mul, div; ``var_first``:
+    the activation is the left operand) as an affine layer; ``c`` broadcasts to ``in_shape``."""
+    if kind == "add":
+        return elementwise(1.0, c, in_shape, name)
+    if kind == "sub":
+        return elementwise(1.0, -c, in_shape, name) if var_first else elementwise(-1.0, c, in_shape, name)
+    if kind == "mul":
+        return elementwise(c, 0.0, in_shape, name)
+    if not var_first:
+        raise LoadError(f"division by the activation at {where} is not affine")
+    if np.any(c == 0):
+        raise LoadError(f"division by zero at {where}")
+    return elementwise(1.0 / c, 0.0, in_shape, name)
+
+
 def channelwise(scale: np.ndarray, shift: np.ndarray, in_shape: Sequence[int], name: str) -> Affine:
     """Per-channel ``y[c] = scale[c] * x[c] + shift[c]`` on axis 0 of ``in_shape`` (batch norm)."""
     in_shape = tuple(in_shape)

@@ -107,7 +107,6 @@ def from_module(
     except Exception:  # noqa: BLE001 - some modules cannot be copied; eval() below is then in place
         log.warning("could not copy %s; switching it to eval mode in place", what)
     module.eval()
-    pre = layers.input_normalization(mean, std, input_shape) if (mean is not None or std is not None) else None
     notes = list(notes)
     try:
         graph = fx.GraphModule(module, _Tracer().trace(module))
@@ -118,9 +117,7 @@ def from_module(
         source += " (module order)"
     else:
         ops = convert_graph(graph, input_shape)
-    if pre is not None:
-        ops = [pre, *ops]
-        notes.append("input normalization (x - mean) / std folded into the first layer")
+    ops, pre = layers.fold_normalization(ops, mean, std, input_shape, notes)
     dtype = module_dtype(module)
     ref = module_reference(module, input_shape, dtype, pre)
     return finish(
@@ -262,18 +259,7 @@ def _elementwise(kind: str, args: Any, kwargs: Any, shape: Shape, name: str, whe
     batched = (1, *shape)
     if np.broadcast_shapes(c.shape, batched) != batched:
         raise LoadError(f"{kind} at {where}: constant of shape {c.shape} would broadcast the activation beyond shape {batched}")
-    c = np.broadcast_to(c, batched)[0]
-    if kind == "add":
-        return layers.elementwise(1.0, c, shape, name)
-    if kind == "sub":
-        return layers.elementwise(1.0, -c, shape, name) if var_first else layers.elementwise(-1.0, c, shape, name)
-    if kind == "mul":
-        return layers.elementwise(c, 0.0, shape, name)
-    if not var_first:
-        raise LoadError(f"division by the activation at {where} is not affine")
-    if np.any(c == 0):
-        raise LoadError(f"division by zero at {where}")
-    return layers.elementwise(1.0 / c, 0.0, shape, name)
+    return layers.constant_arith(kind, np.broadcast_to(c, batched)[0], var_first, shape, name, where)
 
 
 # --- children in registration order ------------------------------------------------------------

@@ -54,11 +54,7 @@ def load_onnx(path: Path, *, domain: tuple, input_shape: Sequence[int] | None, m
     sample_shape = full[1:] if batched else full
     ops, _ = convert_nodes(graph, consts, inp.name, full, str(path))
     notes: list[str] = []
-    pre = None
-    if mean is not None or std is not None:
-        pre = layers.input_normalization(mean, std, sample_shape)
-        ops = [pre, *ops]
-        notes.append("input normalization (x - mean) / std folded into the first layer")
+    ops, pre = layers.fold_normalization(ops, mean, std, sample_shape, notes)
     elem = inp.type.tensor_type.elem_type
     dtype = np.float64 if elem == onnx.TensorProto.DOUBLE else np.float32
     ref = _ort_reference(path, inp.name, sample_shape, batched, fixed_batch, dtype, pre)
@@ -309,17 +305,7 @@ def _binary(op: str, ins: list, shape: tuple[int, ...], name: str) -> Affine:
     c = np.asarray(ins[1] if var_first else ins[0], dtype=np.float64)
     if np.broadcast_shapes(c.shape, shape) != tuple(shape):
         raise LoadError(f"constant of shape {c.shape} would broadcast the activation beyond shape {shape}")
-    if op == "Add":
-        return layers.elementwise(1.0, c, shape, name)
-    if op == "Sub":
-        return layers.elementwise(1.0, -c, shape, name) if var_first else layers.elementwise(-1.0, c, shape, name)
-    if op == "Mul":
-        return layers.elementwise(c, 0.0, shape, name)
-    if not var_first:
-        raise LoadError("division by the activation is not affine")
-    if np.any(c == 0):
-        raise LoadError("division by zero")
-    return layers.elementwise(1.0 / c, 0.0, shape, name)
+    return layers.constant_arith(op.lower(), c, var_first, shape, name, f"node {name}")
 
 
 def _conv(a: dict, ins: list, shape: tuple[int, ...], name: str) -> tuple[list, tuple[int, ...]]:

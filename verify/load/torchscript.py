@@ -59,10 +59,7 @@ def load_torchscript(
     input_shape = tuple(int(s) for s in input_shape)
     notes: list[str] = []
     ops = convert_children(_Wrapped(leaves), input_shape, kind_of, notes)
-    pre = layers.input_normalization(mean, std, input_shape) if (mean is not None or std is not None) else None
-    if pre is not None:
-        ops = [pre, *ops]
-        notes.append("input normalization (x - mean) / std folded into the first layer")
+    ops, pre = layers.fold_normalization(ops, mean, std, input_shape, notes)
     dtype = module_dtype(module)
     ref = module_reference(module, input_shape, dtype, pre)
     return finish(
