@@ -53,3 +53,24 @@ def rsl18(name: str) -> Network:
 @pytest.fixture
 def small_net() -> Network:
     return random_network(0)
+
+
+def small_box_case(seed: int, dims: tuple[int, ...], radius: float = 0.2):  # type: ignore[no-untyped-def]
+    """``(net, box, spec)``: a random network, a box of ``radius`` (clipped to [0, 1]) around a random
+    point, and the robustness spec of the point's predicted class."""
+    from verify.spec import InputBox, robustness_spec
+
+    net = random_network(seed, dims)
+    rng = np.random.default_rng(seed)
+    x0 = rng.uniform(0.25, 0.75, dims[0])
+    box = InputBox(np.clip(x0 - radius, 0, 1), np.clip(x0 + radius, 0, 1))
+    return net, box, robustness_spec(int(np.argmax(net.forward(x0))), dims[-1])
+
+
+def small_relaxation(seed: int, dims: tuple[int, ...], radius: float = 0.2):  # type: ignore[no-untyped-def]
+    """``(rel, spec)``: the SDP relaxation (interval bounds) of :func:`small_box_case`."""
+    from verify.bounds import preactivation_bounds
+    from verify.relax.sdp_model import build_relaxation
+
+    net, box, spec = small_box_case(seed, dims, radius)
+    return build_relaxation(net, box, preactivation_bounds(net, box, "interval")), spec

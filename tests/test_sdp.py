@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from conftest import random_network
+from conftest import small_box_case
 from verify.bounds import preactivation_bounds
 from verify.certificate import CertificateError, check_sdp_certificate
 from verify.options import Options
@@ -22,13 +22,7 @@ from verify.spec import InputBox, OutputSpec, Property, robustness_spec
 CASES = [(0, (3, 8, 8, 3)), (1, (4, 10, 6, 3)), (2, (3, 6, 6, 6, 3)), (3, (5, 12, 3))]
 
 
-def _case(seed: int, dims: tuple[int, ...], radius: float = 0.2):
-    net = random_network(seed, dims)
-    rng = np.random.default_rng(seed)
-    x0 = rng.uniform(0.25, 0.75, dims[0])
-    box = InputBox(np.clip(x0 - radius, 0, 1), np.clip(x0 + radius, 0, 1))
-    label = int(np.argmax(net.forward(x0)))
-    return net, box, robustness_spec(label, dims[-1])
+_case = small_box_case
 
 
 def _sampled_min(net, box, spec, n=20000, seed=0) -> np.ndarray:

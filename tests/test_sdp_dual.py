@@ -9,29 +9,17 @@ import time
 import numpy as np
 import pytest
 
-from conftest import random_network
-from verify.bounds import preactivation_bounds
-from verify.relax.sdp_model import build_relaxation, dual_bound
+from conftest import small_relaxation
+from verify.relax.sdp_model import dual_bound
 from verify.results import SolverStatus
 from verify.solvers.sdp_cvxpy import solve_cvxpy
 from verify.solvers.sdp_dual import linear_start, solve_dual, strict_start
 from verify.solvers.sdp_polish import SmoothedDual, polish
-from verify.spec import InputBox, robustness_spec
-
-
-def _rel(seed: int, dims: tuple[int, ...], radius: float = 0.2):
-    net = random_network(seed, dims)
-    rng = np.random.default_rng(seed)
-    x0 = rng.uniform(0.25, 0.75, dims[0])
-    box = InputBox(np.clip(x0 - radius, 0, 1), np.clip(x0 + radius, 0, 1))
-    spec = robustness_spec(int(np.argmax(net.forward(x0))), dims[-1])
-    rel = build_relaxation(net, box, preactivation_bounds(net, box, "interval"))
-    return rel, spec
 
 
 @pytest.mark.parametrize("triangle", [False, True])
 def test_smoothed_gradient_matches_finite_differences(triangle):
-    rel, spec = _rel(1, (4, 10, 6, 3))
+    rel, spec = small_relaxation(1, (4, 10, 6, 3))
     obj = rel.objective(spec.C[0], spec.d[0])
     m = strict_start(rel, obj, 0.5, triangle)
     rng = np.random.default_rng(0)
@@ -51,7 +39,7 @@ def test_smoothed_gradient_matches_finite_differences(triangle):
 def test_smoothed_value_never_exceeds_the_dual_function():
     """The smoothing replaces min(0, lambda_min) by a lower approximation, so the smoothed value is at most
     the (non-rounded) dual function, and approaches it as the temperature falls."""
-    rel, spec = _rel(0, (3, 8, 8, 3))
+    rel, spec = small_relaxation(0, (3, 8, 8, 3))
     obj = rel.objective(spec.C[0], spec.d[0])
     m = linear_start(rel, obj, False)
     fun = SmoothedDual(rel, obj, False)
@@ -67,7 +55,7 @@ def test_smoothed_value_never_exceeds_the_dual_function():
 
 @pytest.mark.parametrize("seed,dims", [(0, (3, 8, 8, 3)), (2, (3, 6, 6, 6, 3))])
 def test_polish_from_linear_start_approaches_the_reference(seed, dims):
-    rel, spec = _rel(seed, dims)
+    rel, spec = small_relaxation(seed, dims)
     obj = rel.objective(spec.C[0], spec.d[0])
     ref = solve_cvxpy(rel, obj, 60.0, solver="CLARABEL")
     if ref.status is not SolverStatus.OPTIMAL:
@@ -81,7 +69,7 @@ def test_polish_from_linear_start_approaches_the_reference(seed, dims):
 
 
 def test_polish_stops_at_target_and_deadline():
-    rel, spec = _rel(2, (3, 6, 6, 6, 3))
+    rel, spec = small_relaxation(2, (3, 6, 6, 6, 3))
     obj = rel.objective(spec.C[0], spec.d[0])
     start = linear_start(rel, obj, False)
     b0 = dual_bound(rel, obj, start)
@@ -98,7 +86,7 @@ def test_polish_stops_at_target_and_deadline():
 def test_short_limits_give_a_sound_bound():
     """Time and iteration limits too short for the interior-point method: the result is still the
     recomputed dual bound and below the reference optimum."""
-    rel, spec = _rel(1, (4, 10, 6, 3))
+    rel, spec = small_relaxation(1, (4, 10, 6, 3))
     for r in range(spec.n_margins):
         obj = rel.objective(spec.C[r], spec.d[r])
         ref = solve_cvxpy(rel, obj, 60.0, solver="CLARABEL")

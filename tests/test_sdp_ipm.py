@@ -8,23 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from conftest import random_network
-from verify.bounds import preactivation_bounds
-from verify.relax.sdp_model import Multipliers, build_relaxation, dual_blocks, dual_bound
+from conftest import small_relaxation
+from verify.relax.sdp_model import Multipliers, dual_blocks, dual_bound
 from verify.results import SolverStatus
 from verify.solvers.sdp_cvxpy import solve_cvxpy
 from verify.solvers.sdp_dual import strict_start
 from verify.solvers.sdp_ipm import ArrowFactor, SDPStandardForm, lanczos_min, solve_ipm, times_structured
-from verify.spec import InputBox, robustness_spec
-
-
-def _rel(seed: int, dims: tuple[int, ...], radius: float = 0.2):
-    net = random_network(seed, dims)
-    rng = np.random.default_rng(seed)
-    x0 = rng.uniform(0.25, 0.75, dims[0])
-    box = InputBox(np.clip(x0 - radius, 0, 1), np.clip(x0 + radius, 0, 1))
-    spec = robustness_spec(int(np.argmax(net.forward(x0))), dims[-1])
-    return build_relaxation(net, box, preactivation_bounds(net, box, "interval")), spec
 
 
 def _random_multipliers(rel, rng, triangle: bool) -> Multipliers:
@@ -42,7 +31,7 @@ def _dense_constraints(sf: SDPStandardForm) -> list[np.ndarray]:
 def test_standard_form_matches_the_model_dual_matrix(triangle):
     """The IPM's dual matrix C - A^T(y) is the model's M (the one the sound bound is computed from),
     reordered to [1, z, x]."""
-    rel, spec = _rel(1, (4, 10, 6, 3))
+    rel, spec = small_relaxation(1, (4, 10, 6, 3))
     obj = rel.objective(spec.C[0], spec.d[0])
     m = _random_multipliers(rel, np.random.default_rng(0), triangle)
     sf = SDPStandardForm(rel, obj, triangle)
@@ -58,7 +47,7 @@ def test_standard_form_matches_the_model_dual_matrix(triangle):
 
 @pytest.mark.parametrize("triangle", [False, True])
 def test_apply_is_the_adjoint_and_schur_matrix_is_brute_force(triangle):
-    rel, spec = _rel(2, (3, 6, 6, 6, 3))
+    rel, spec = small_relaxation(2, (3, 6, 6, 6, 3))
     sf = SDPStandardForm(rel, rel.objective(spec.C[1], spec.d[1]), triangle)
     rng = np.random.default_rng(1)
     a = _dense_constraints(sf)
@@ -112,7 +101,7 @@ def test_lanczos_never_below_the_smallest_eigenvalue_and_close():
 @pytest.mark.parametrize("triangle", [False, True])
 def test_ipm_brackets_the_clarabel_optimum(seed, dims, triangle):
     """Converged: sound bound <= Clarabel's optimum <= our primal value (+ tolerance), and they agree to 1e-6."""
-    rel, spec = _rel(seed, dims)
+    rel, spec = small_relaxation(seed, dims)
     for r in range(spec.n_margins):
         obj = rel.objective(spec.C[r], spec.d[r])
         ref = solve_cvxpy(rel, obj, 60.0, solver="CLARABEL", triangle=triangle)
@@ -129,7 +118,7 @@ def test_ipm_brackets_the_clarabel_optimum(seed, dims, triangle):
 
 
 def test_ipm_stops_at_target_deadline_and_iteration_cap_with_a_sound_bound():
-    rel, spec = _rel(1, (4, 10, 6, 3))
+    rel, spec = small_relaxation(1, (4, 10, 6, 3))
     obj = rel.objective(spec.C[0], spec.d[0])
     ref = solve_cvxpy(rel, obj, 60.0, solver="CLARABEL")
     start = strict_start(rel, obj, 0.5)
