@@ -17,7 +17,7 @@ from verify.relax.sdp_model import SDPBuildError, build_relaxation, dual_bound
 from verify.results import SolverStatus, Verdict
 from verify.solvers.sdp_cvxpy import solve_cvxpy
 from verify.solvers.sdp_dual import solve_dual
-from verify.spec import InputBox, OutputSpec, Property, robustness_spec
+from verify.spec import InputBox, OutputSpec, Property, SpecError, robustness_spec
 
 CASES = [(0, (3, 8, 8, 3)), (1, (4, 10, 6, 3)), (2, (3, 6, 6, 6, 3)), (3, (5, 12, 3))]
 
@@ -244,7 +244,8 @@ def test_parallel_certify_mode_is_reproducible_when_a_group_fails():
 
 
 def test_non_finite_spec_is_a_clear_error():
-    net, box, spec = _case(0, (3, 8, 8, 3))
-    bad = OutputSpec(spec.C, np.where(np.arange(spec.n_margins) == 0, np.inf, spec.d), spec.groups, spec.label)
-    with pytest.raises(ValueError, match="non-finite"):
-        sdp_margin_bounds(net, box, bad, Options())
+    _, _, spec = _case(0, (3, 8, 8, 3))
+    with pytest.raises(SpecError, match="non-finite"):
+        OutputSpec(spec.C, np.where(np.arange(spec.n_margins) == 0, np.inf, spec.d), spec.groups, spec.label)
+    with pytest.raises(SpecError, match="non-finite"):
+        OutputSpec(np.full_like(spec.C, np.nan), spec.d, spec.groups, spec.label)

@@ -66,6 +66,8 @@ class OutputSpec:
     def __post_init__(self) -> None:
         if self.C.ndim != 2 or self.d.shape != (self.C.shape[0],):
             raise SpecError(f"margin matrix shapes do not match: C {self.C.shape}, d {self.d.shape}")
+        if not (np.all(np.isfinite(self.C)) and np.all(np.isfinite(self.d))):
+            raise SpecError("the output spec has non-finite entries in C or d")
         rows = sorted(i for g in self.groups for i in g)
         if rows != list(range(self.C.shape[0])):
             raise SpecError("groups must partition the margin rows")

@@ -173,12 +173,3 @@ _STATUS = {
     "time limit": SolverStatus.TIME_LIMIT,
     "iteration limit": SolverStatus.ITERATION_LIMIT,
 }
-
-
-def centre_margin(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray]) -> float:
-    """The margin at the box centre (``xh = 0``), evaluated through the relaxation's affine maps."""
-    zh = np.zeros(rel.n_unstable)
-    for j in range(rel.n_unstable):  # az is strictly lower triangular in layer order
-        s = rel.a0[j] + rel.az[j] @ zh
-        zh[j] = max(s, 0.0) / rel.h[j] - 1.0
-    return float(obj[0] + obj[2] @ zh)
