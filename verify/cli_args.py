@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sdp-workers", type=int, default=1,
                    help="processes solving an input's SDP margins in parallel, one core each (default 1)")
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds per margin for lp/sdp/exact (default 60)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="whole wall time in seconds per property (one input at one eps), all methods included (VNN-COMP semantics)")
     p.add_argument("--attack-steps", type=int, default=50)
     p.add_argument("--attack-restarts", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
@@ -122,7 +124,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         raise UsageError("--start must be >= 0")
     try:
         return Options(
-            bounds=args.bounds, lp_solver=args.lp_solver, sdp_backend=args.sdp_backend, time_limit=args.time_limit,
+            bounds=args.bounds, lp_solver=args.lp_solver, sdp_backend=args.sdp_backend, time_limit=args.time_limit, timeout=args.timeout,
             sdp_workers=args.sdp_workers, attack_steps=args.attack_steps, attack_restarts=args.attack_restarts, seed=args.seed,
         )
     except ValueError as err:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from verify.cli_args import options_from_args, parse_methods_arg
+from verify.budget import Budget
 from verify.cli_run import load
 from verify.methods import run_method
 from verify.results import MethodResult, Verdict
@@ -45,8 +46,11 @@ def run_vnnlib(args: argparse.Namespace) -> int:
 def decide(net, prop, methods, options, reference) -> tuple[str, list[MethodResult]]:
     """Run methods in order until one certifies (``holds``) or falsifies (``violated``)."""
     results = []
+    budget = Budget.start(options.timeout)
     for name in methods:
-        res = run_method(name, net, prop, options, reference)
+        if budget.expired():
+            break
+        res = run_method(name, net, prop, budget.options_for(options), reference)
         results.append(res)
         if res.verdict is Verdict.FALSIFIED and res.counterexample is not None:
             return "violated", results

@@ -23,6 +23,9 @@ class Options:
         sdp_triangle: add triangle (LP) cuts to the SDP.
         sdp_workers: processes solving the margins of one input in parallel (SDP); each uses one core.
         time_limit: seconds per margin for LP/SDP/MILP solves; the best sound bound so far is kept.
+        timeout: whole wall time in seconds for one property (one input at one eps), all methods
+            included (VNN-COMP semantics); None: only the per-margin ``time_limit`` applies. A method
+            started with ``timeout=t`` must return within about ``t`` seconds (see :mod:`verify.budget`).
         attack_steps, attack_restarts, attack_step_size: PGD settings (step size relative to eps).
         seed: seed for every random choice (attack restarts, samples).
         device, dtype: torch device and dtype for bounds and attacks ("float64" for certificates).
@@ -38,6 +41,7 @@ class Options:
     sdp_triangle: bool = False
     sdp_workers: int = 1
     time_limit: float = 60.0
+    timeout: float | None = None
     attack_steps: int = 50
     attack_restarts: int = 5
     attack_step_size: float = 0.1
@@ -57,6 +61,8 @@ class Options:
             raise ValueError(f"sdp_workers must be >= 1, got {self.sdp_workers}")
         if not self.time_limit > 0:
             raise ValueError(f"time_limit must be > 0 seconds, got {self.time_limit}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
 
     def with_(self, **changes: object) -> "Options":
         """A copy with some fields changed (validated again)."""

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from verify.budget import Budget
 from verify.methods import Reference, run_method
 from verify.network import Network
 from verify.options import Options
@@ -54,6 +55,8 @@ def evaluate_task(
 
     A misclassified clean input is a counterexample to every method's property: it is recorded as
     FALSIFIED for every method without running them (status NOT_RUN), after re-checking with ``reference``.
+    With ``options.timeout`` the methods share that wall time: each gets what is left, and those not
+    started before it runs out are recorded as UNKNOWN with status TIME_LIMIT.
     """
     prop = robustness_property(task.x, task.label, task.eps, (net.domain_lower, net.domain_upper), net.out_dim)
     check = reference if reference is not None else net.forward
@@ -66,10 +69,16 @@ def evaluate_task(
                                    SolverStatus.NOT_RUN, "clean input is misclassified", task.x.copy())
                 yield Record.from_result(task.index, task.label, task.eps, res)
         return
+    budget = Budget.start(options.timeout)
     for name in methods:
-        if name not in skip:
-            res = run_method(name, net, prop, options, reference)
-            yield Record.from_result(task.index, task.label, task.eps, res)
+        if name in skip:
+            continue
+        if budget.expired():
+            res = MethodResult(name, Verdict.UNKNOWN, float("nan"), np.full(prop.output.n_margins, np.nan), 0.0,
+                               SolverStatus.TIME_LIMIT, f"not run: the property's timeout of {options.timeout:g} s was used up")
+        else:
+            res = run_method(name, net, prop, budget.options_for(options), reference)
+        yield Record.from_result(task.index, task.label, task.eps, res)
 
 
 class ResultsFile:
