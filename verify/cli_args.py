@@ -29,7 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vnnlib", default=None, help="verify one VNN-LIB property instead of a data set")
     p.add_argument("--out", default=None, help="with --vnnlib: write the result (holds/violated/unknown) to this file")
     p.add_argument("--json", default=None, help="write the full report as JSON")
-    p.add_argument("--report", default=None, help="write a self-contained HTML report with plots")
+    p.add_argument("--report", default=None, help="write a self-contained HTML report with plots (runs in compare mode unless --verdicts)")
+    p.add_argument("--compare", action="store_true",
+                   help="compare mode: solve every relaxation to its optimum on every margin (no early stop), so methods "
+                   "are compared by their optima; the default with --report")
+    p.add_argument("--radius", nargs="?", const=1e-3, default=None, type=float, metavar="TOL",
+                   help="also find each input's certified radius per method (largest eps certified; attack: smallest eps "
+                   "with a counterexample) by bisection to TOL in input units (default 0.001)")
+    p.add_argument("--verdicts", action="store_true",
+                   help="verdict mode even with --report: stop each method once its verdict is known (faster)")
     p.add_argument("--results", default=None, help="results file, appended as each input finishes (default verify-runs/<model>-<time>.jsonl)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="FILE",
                    help="continue a results file without redoing finished inputs (default: the newest for this model)")
@@ -115,6 +123,13 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def compare_mode(args: argparse.Namespace) -> bool:
+    """Compare mode (``Options.optimize``): with ``--compare``, or with ``--report`` unless ``--verdicts``."""
+    if args.compare and args.verdicts:
+        raise UsageError("--compare and --verdicts contradict each other; choose one")
+    return bool(args.compare or (args.report and not args.verdicts))
+
+
 def options_from_args(args: argparse.Namespace) -> Options:
     """The frozen options for a command line; invalid values become a :class:`UsageError`."""
     for name in ("n", "attack_steps", "attack_restarts"):
@@ -122,10 +137,13 @@ def options_from_args(args: argparse.Namespace) -> Options:
             raise UsageError(f"--{name.replace('_', '-')} must be {'>= 1' if name == 'n' else '>= 0'}")
     if args.start < 0:
         raise UsageError("--start must be >= 0")
+    if args.radius is not None and not (math.isfinite(args.radius) and args.radius > 0):
+        raise UsageError(f"--radius tolerance must be > 0, got {args.radius}")
     try:
         return Options(
             bounds=args.bounds, lp_solver=args.lp_solver, sdp_backend=args.sdp_backend, time_limit=args.time_limit, timeout=args.timeout,
             sdp_workers=args.sdp_workers, attack_steps=args.attack_steps, attack_restarts=args.attack_restarts, seed=args.seed,
+            optimize=compare_mode(args),
         )
     except ValueError as err:
         raise UsageError(str(err)) from None

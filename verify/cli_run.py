@@ -15,6 +15,8 @@ from verify.network import Network
 from verify.options import Options
 from verify.report import Report
 from verify.runner import ResultsFile, done_map, make_tasks, read_results, run_tasks
+from verify.radius import read_radii, run_radii
+from verify.sweep import Known, sweep_order
 
 RUNS_DIR = Path("verify-runs")
 #: the SDP joins the default method set up to this many hidden units (see README for timings)
@@ -49,21 +51,28 @@ def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tu
     methods = methods or default_methods(net)
     meta = run_meta(args, net, loaded.source, data, methods, eps_values, options)
     path, records = open_results(args, meta)
-    tasks = make_tasks(x, y, eps_values, args.start)
+    tasks = make_tasks(x, y, sweep_order(eps_values), args.start)
     progress = Progress(len(tasks), methods, enabled=not args.quiet, prior=records)
     results = ResultsFile(path, meta)
+    known = Known()
+    for rec in records:
+        known.add(rec)
+    radii = read_radii(path) if args.resume is not None else []
     try:
-        records += run_tasks(net, tasks, methods, options, loaded.reference, results, done_map(records), progress.update)
+        records += run_tasks(net, tasks, methods, options, loaded.reference, results, done_map(records), progress.update,
+                             known)
+        progress.close()
+        if args.radius is not None:
+            radii += radius_phase(args, net, x, y, methods, options, loaded.reference, records, radii, results)
     except KeyboardInterrupt:
         results.close()
         progress.close()
-        report = Report(records, meta)
+        report = Report(records, meta, radii)
         print(report.table())
         print(f"interrupted: finished results are in {path}; continue with --resume {path}", file=sys.stderr)
         return 130
     results.close()
-    progress.close()
-    report = Report(records, meta)
+    report = Report(records, meta, radii)
     print(report.table())
     print(f"results: {path}", file=sys.stderr)
     if args.json:
@@ -73,6 +82,29 @@ def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tu
         report.to_html(args.report)
         print(f"report: {args.report}", file=sys.stderr)
     return 0
+
+
+def radius_phase(args: argparse.Namespace, net: Network, x, y, methods, options: Options, reference, records: list,
+                 radii: list, results: ResultsFile) -> list:
+    """Certified radii of every input not done yet (loosest method first), each input's written as it finishes."""
+    from verify.methods import METHODS
+
+    done = {r.index for r in radii}
+    order = sorted(methods, key=METHODS.index)
+    total = len(x)
+
+    def write(rs: list) -> None:
+        for r in rs:
+            results.append_radius(r)
+        results.flush()
+        done.add(rs[0].index)
+        if not args.quiet:
+            print(f"\rradius: {len(done)}/{total} inputs", end="", file=sys.stderr, flush=True)
+
+    out = run_radii(net, x, y, args.start, order, options, reference, args.radius, records, done, write)
+    if not args.quiet:
+        print(file=sys.stderr)
+    return out
 
 
 def run_meta(args, net: Network, source: str, data: str, methods, eps_values, options: Options) -> dict:
@@ -97,6 +129,7 @@ def run_meta(args, net: Network, source: str, data: str, methods, eps_values, op
         "eps": list(eps_values),
         "eps_units": "input units (the model file's own, e.g. pixels in [0,1]); normalization is folded into the network",
         "methods": list(methods),
+        "radius_tol": args.radius,
         "options": dataclasses.asdict(options),
         "command": " ".join(sys.argv),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -118,7 +151,7 @@ def open_results(args: argparse.Namespace, meta: dict) -> tuple[Path, list]:
         return path, []
     path = latest_run(args.model, meta["network_hash"]) if args.resume == "latest" else Path(args.resume)
     old, records = read_results(path)
-    for key in ("network_hash", "methods", "data", "start", "n", "eps", "options"):
+    for key in ("network_hash", "methods", "data", "start", "n", "eps", "options", "radius_tol"):
         if old.get(key) != meta.get(key):
             raise UsageError(f"cannot resume {path}: its {key} ({old.get(key)}) differs from this run's ({meta.get(key)})")
     return path, records

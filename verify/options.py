@@ -29,6 +29,10 @@ class Options:
         attack_steps, attack_restarts, attack_step_size: PGD settings (step size relative to eps).
         seed: seed for every random choice (attack restarts, samples).
         device, dtype: torch device and dtype for bounds and attacks ("float64" for certificates).
+        optimize: compare mode: solve every relaxation to its optimum on every margin (the SDP does not
+            stop at its first positive bound, the attack keeps descending after a counterexample, the MILP
+            solves every group), so methods can be compared by their optima; False (verdict mode) stops
+            each method as soon as its verdict is known.
     """
 
     bounds: str = "crown"
@@ -48,6 +52,7 @@ class Options:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float64"
+    optimize: bool = False
 
     def __post_init__(self) -> None:
         _choice("bounds", self.bounds, BOUND_METHODS)

@@ -20,17 +20,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from verify.report_record import Record, ReportError
+from verify.report_record import Radius, Record, ReportError
 from verify.report_summary import (
     METHOD_ORDER, Conflict, ConflictKind, MethodSummary, find_conflicts, format_table, method_rank, summarize,
 )
 
 __all__ = [
-    "METHOD_ORDER", "Conflict", "ConflictKind", "MethodSummary", "Record", "Report", "ReportError",
+    "METHOD_ORDER", "Conflict", "ConflictKind", "MethodSummary", "Radius", "Record", "Report", "ReportError",
     "collect_versions", "find_conflicts", "make_meta", "method_rank", "summarize", "validate_report_json",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added record "margins" and "radii"; version 1 documents are still read
 SCHEMA_NAME = "verify-report"
 EPS_UNITS = "input units, e.g. pixels in [0,1]"
 
@@ -96,9 +96,12 @@ class Report:
 
     records: list[Record]
     meta: dict = field(default_factory=dict)
+    radii: list[Radius] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.records = list(self.records)
+        self.radii = list(self.radii)
+        _check_unique_radii(self.radii)
         meta = json_safe(dict(self.meta))
         meta.setdefault("versions", collect_versions())
         meta.setdefault("eps_units", EPS_UNITS)
@@ -129,6 +132,7 @@ class Report:
             "schema": SCHEMA_NAME, "format_version": FORMAT_VERSION, "meta": self.meta,
             "records": [r.to_dict() for r in self.records],
             "summaries": [s.to_dict() for s in self.summaries()],
+            "radii": [r.to_dict() for r in self.radii],
         }
 
     def to_json(self, path: str | Path) -> None:
@@ -146,7 +150,11 @@ class Report:
         except ModuleNotFoundError:  # jsonschema absent: the basic shape, then Record.from_dict's checks
             if not isinstance(obj, dict) or obj.get("schema") != SCHEMA_NAME or not isinstance(obj.get("records"), list):
                 raise ReportError("not a verify report: needs 'schema': 'verify-report' and a 'records' list") from None
-        return Report([Record.from_dict(d) for d in obj["records"]], obj.get("meta", {}))
+        radii = obj.get("radii") or []
+        if not isinstance(radii, list):
+            raise ReportError("'radii' must be a list of radius records")
+        return Report([Record.from_dict(d) for d in obj["records"]], obj.get("meta", {}),
+                      [Radius.from_dict(d) for d in radii])
 
     @staticmethod
     def from_json(path: str | Path) -> "Report":
@@ -178,6 +186,16 @@ def _check_unique(records: Iterable[Record]) -> None:
         if r.key in seen:
             raise ReportError(f"duplicate record: input {r.index}, eps {r.eps}, method {r.method}")
         seen.add(r.key)
+
+
+def _check_unique_radii(radii: Iterable[Radius]) -> None:
+    seen: set[tuple[int, str]] = set()
+    for r in radii:
+        if not isinstance(r, Radius):
+            raise ReportError(f"report radii must be Radius objects, got {type(r).__name__}")
+        if (r.index, r.method) in seen:
+            raise ReportError(f"duplicate radius: input {r.index}, method {r.method}")
+        seen.add((r.index, r.method))
 
 
 def _schema() -> dict:

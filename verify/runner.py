@@ -1,7 +1,8 @@
 """Run methods over many inputs, writing each finished result to a JSON-lines file as it goes.
 
 The results file starts with one ``{"type": "meta", ...}`` line (network hash, options, methods) followed by
-one ``{"type": "record", ...}`` line per (input, eps, method). It is flushed and fsync'ed after every
+one ``{"type": "record", ...}`` line per (input, eps, method), and with ``--radius`` one
+``{"type": "radius", ...}`` line per (input, method) (:mod:`verify.radius`). It is flushed and fsync'ed after every
 input, so an interrupted run loses at most the input in progress, and :func:`read_results` lets a new run
 skip what is already there (``--resume``).
 """
@@ -22,8 +23,10 @@ from verify.methods import Reference, run_method
 from verify.network import Network
 from verify.options import Options
 from verify.report import Record
+from verify.report_record import Radius
 from verify.results import MethodResult, SolverStatus, Verdict
 from verify.spec import robustness_property
+from verify.sweep import Known
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +52,16 @@ def make_tasks(x: np.ndarray, y: np.ndarray, eps_values: Iterable[float], start:
 
 def evaluate_task(
     net: Network, task: Task, methods: tuple[str, ...], options: Options, reference: Reference | None = None,
-    skip: frozenset[str] = frozenset(),
+    skip: frozenset[str] = frozenset(), known: Known | None = None,
 ) -> Iterator[Record]:
     """Run every method (except those in ``skip``) on one task, yielding a record as each finishes.
 
     A misclassified clean input is a counterexample to every method's property: it is recorded as
     FALSIFIED for every method without running them (status NOT_RUN), after re-checking with ``reference``.
     With ``options.timeout`` the methods share that wall time: each gets what is left, and those not
-    started before it runs out are recorded as UNKNOWN with status TIME_LIMIT.
+    started before it runs out are recorded as UNKNOWN with status TIME_LIMIT. With ``known`` (verdict mode)
+    a method whose result is implied by results at other eps of the same input is not run (see
+    :mod:`verify.sweep`), and each finished result is added to it.
     """
     prop = robustness_property(task.x, task.label, task.eps, (net.domain_lower, net.domain_upper), net.out_dim)
     check = reference if reference is not None else net.forward
@@ -77,8 +82,12 @@ def evaluate_task(
             res = MethodResult(name, Verdict.UNKNOWN, float("nan"), np.full(prop.output.n_margins, np.nan), 0.0,
                                SolverStatus.TIME_LIMIT, f"not run: the property's timeout of {options.timeout:g} s was used up")
         else:
-            res = run_method(name, net, prop, budget.options_for(options), reference)
-        yield Record.from_result(task.index, task.label, task.eps, res)
+            res = known.implied(task.index, name, prop, net, reference) if known is not None and not options.optimize else None
+            res = res or run_method(name, net, prop, budget.options_for(options), reference)
+        rec = Record.from_result(task.index, task.label, task.eps, res)
+        if known is not None:
+            known.add(rec, res)
+        yield rec
 
 
 class ResultsFile:
@@ -97,6 +106,10 @@ class ResultsFile:
 
     def append(self, record: Record) -> None:
         self._write({"type": "record", **record.to_dict()})
+
+    def append_radius(self, radius: Radius) -> None:
+        """A certified-radius line (read back by :func:`verify.radius.read_radii`)."""
+        self._write({"type": "radius", **radius.to_dict()})
 
     def flush(self) -> None:
         self._fh.flush()
@@ -142,17 +155,19 @@ def run_tasks(
     results: ResultsFile | None = None,
     done: dict[tuple[int, float], frozenset[str]] | None = None,
     on_record: Callable[[Record], None] | None = None,
+    known: Known | None = None,
 ) -> list[Record]:
     """Run ``methods`` on every task; records are appended to ``results`` after each task.
 
     ``done`` maps ``(index, eps)`` to the methods already finished (from a resumed file); those are skipped.
+    ``known``: results that imply others across eps (verdict mode, see :mod:`verify.sweep`).
     KeyboardInterrupt propagates after the finished tasks are safely on disk.
     """
     out: list[Record] = []
     done = done or {}
     for task in tasks:
         skip = done.get((task.index, task.eps), frozenset())
-        for rec in evaluate_task(net, task, methods, options, reference, skip):
+        for rec in evaluate_task(net, task, methods, options, reference, skip, known):
             out.append(rec)
             if results is not None:
                 results.append(rec)

@@ -124,17 +124,38 @@ def exact_margins(net: Network, box: InputBox, spec: OutputSpec, options: Option
     return np.array([r.lower for r in res]), (bad[0] if bad else SolverStatus.OPTIMAL)
 
 
+#: compare mode skips the MILP above this many unstable ReLUs (each is a binary variable)
+EXACT_MAX_UNSTABLE = 80
+
+
+def exact_size_note(net: Network, preact: list) -> str | None:
+    """Why the MILP is skipped in compare mode (too many unstable ReLUs for an exact answer in reasonable
+    time), or None when it is small enough."""
+    n = sum(int(np.sum((l < 0) & (u > 0))) for l, u in preact[: len(net.layers) - 1])
+    if n <= EXACT_MAX_UNSTABLE:
+        return None
+    return (f"exact skipped: {n} unstable ReLUs (more than {EXACT_MAX_UNSTABLE} binary variables); the MILP could "
+            "take hours here; run it without --compare to try it under --time-limit")
+
+
 def certify_exact(net: Network, prop: Property, options: Options) -> MethodResult:
     """Method "exact": per group the MILP min-max margin; CERTIFIED if every group's MIP dual bound
     (minus tolerance allowance) is > 0, FALSIFIED if an incumbent re-evaluated on ``net`` violates.
 
     ``margin_bounds[i]`` is row ``i``'s exact minimum for one-row groups; for a group of several rows
-    every row carries the group's exact ``min_x max_i`` value (so ``OutputSpec.holds`` reads it right)."""
+    every row carries the group's exact ``min_x max_i`` value (so ``OutputSpec.holds`` reads it right).
+    With ``options.optimize`` (compare mode) every group is solved (FALSIFIED then carries the exact
+    worst-case bound), and networks with more than :data:`EXACT_MAX_UNSTABLE` unstable ReLUs are skipped
+    (UNKNOWN, status NOT_RUN, the reason in the message)."""
     t0 = time.perf_counter()
     spec = prop.output
     preact = preactivation_bounds(net, prop.box, options.bounds, options)
     per_row = np.full(spec.n_margins, -np.inf)
-    results = []
+    too_big = exact_size_note(net, preact) if options.optimize else None
+    if too_big is not None:
+        return MethodResult("exact", Verdict.UNKNOWN, float("nan"), per_row, time.perf_counter() - t0,
+                            SolverStatus.NOT_RUN, too_big)
+    results, found = [], None
     for g in spec.groups:
         idx = list(g)
         res = exact_group(net, prop.box, spec.C[idx], spec.d[idx], preact, options)
@@ -144,11 +165,17 @@ def certify_exact(net: Network, prop: Property, options: Options) -> MethodResul
         else:  # the group's bound is carried by every row of the group (max over rows = group value)
             per_row[idx] = res.lower
         if res.incumbent_x is not None and spec.violated(net.forward(res.incumbent_x[None]))[0]:
+            if options.optimize:  # compare mode: every group's exact value, the counterexample kept
+                found = found or res
+                continue
             return MethodResult("exact", Verdict.FALSIFIED, res.incumbent_value, per_row, time.perf_counter() - t0,
                                 res.status, "MILP incumbent is a counterexample", res.incumbent_x)
     bad = [r.status for r in results if r.status is not SolverStatus.OPTIMAL]
     status = bad[0] if bad else SolverStatus.OPTIMAL
     bound = group_bound(spec.groups, per_row)
+    if found is not None:
+        return MethodResult("exact", Verdict.FALSIFIED, bound, per_row, time.perf_counter() - t0, status,
+                            "MILP incumbent is a counterexample", found.incumbent_x)
     verdict = Verdict.CERTIFIED if bound > 0 else Verdict.UNKNOWN
     return MethodResult("exact", verdict, bound, per_row, time.perf_counter() - t0, status,
                         "MIP dual bound > 0 for every group" if bound > 0 else "MILP did not decide")
