@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from verify.methods import METHODS, parse_methods
+from verify.registry import METHODS, parse_methods
 from verify.options import BOUND_METHODS, LP_SOLVERS, SDP_BACKENDS, Options
 
 

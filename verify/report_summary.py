@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from verify.results import SolverStatus, Verdict
+from verify.registry import METHODS
 
 if TYPE_CHECKING:
     from verify.report import Record
 
 # Display order; also loosest to tightest among the verifiers (the attack first, exact last).
-METHOD_ORDER = ("attack", "ibp", "crown", "alpha-crown", "lp", "sdp", "exact")
+METHOD_ORDER = METHODS  # the registry's order: cheapest first
 ATTACK = "attack"
 
 

@@ -134,12 +134,11 @@ def certify(
 
     ``method``: "ibp", "crown" or "alpha-crown". ``eps`` and ``domain`` are in the units of ``x``.
     """
-    name = "interval" if method == "ibp" else method
     with torch.no_grad():
         chain = [(w.to(torch.float64), b.to(torch.float64)) for w, b in module_chain(model, x.shape[1:])]
         lower, upper = _box(x, eps, domain, torch.float64)
         C = margin_matrix(y, chain[-1][0].shape[0], torch.float64)
-        raw = margin_lower_bounds(chain, lower, upper, C, None, name, options or Options())
+        raw = margin_lower_bounds(chain, lower, upper, C, None, method, options or Options())
         lb = raw - rounding_slack(chain, lower, upper, C, None)  # float64 rounding of the bound itself
     verdicts = tuple(Verdict.CERTIFIED if bool((row > 0).all()) else Verdict.UNKNOWN for row in torch.nan_to_num(lb, nan=-1.0))
     return CertifyResult(lb, verdicts)
@@ -155,11 +154,10 @@ def robust_loss(
     vector reachable in the ball, so the loss upper-bounds the worst-case cross-entropy. ``method``:
     "ibp" or "crown" (or "alpha-crown", slower). Computed in the parameters' dtype. Returns a scalar.
     """
-    name = "interval" if method == "ibp" else method
     dtype = next(model.parameters()).dtype
     chain = module_chain(model, x.shape[1:])
     lower, upper = _box(x, eps, domain, dtype)
-    lb = margin_lower_bounds(chain, lower, upper, margin_matrix(y, chain[-1][0].shape[0], dtype), None, name, options or Options())
+    lb = margin_lower_bounds(chain, lower, upper, margin_matrix(y, chain[-1][0].shape[0], dtype), None, method, options or Options())
     worst = torch.cat([torch.zeros_like(lb[:, :1]), -lb], dim=1)  # class y moved to column 0
     return F.cross_entropy(worst, torch.zeros_like(y))
 

@@ -23,9 +23,7 @@ from verify.bounds.crown import (
 )
 from verify.bounds.interval import interval_bounds
 from verify.options import Options
-
-#: accepted method names; "ibp" is an alias of "interval"
-MARGIN_METHODS = ("interval", "ibp", "crown", "alpha-crown")
+from verify.registry import BOUND_PROPAGATION, resolve
 
 
 def margin_lower_bounds(
@@ -45,7 +43,7 @@ def margin_lower_bounds(
         lower, upper: input boxes, ``(N, in_dim)`` (or ``(in_dim,)`` for one box).
         C: margin matrix ``(m, n_out)`` shared by all boxes, or ``(N, m, n_out)``.
         d: offsets ``(m,)`` or ``(N, m)``; default zero.
-        method: "interval" (alias "ibp"), "crown" or "alpha-crown".
+        method: "ibp" (alias "interval"), "crown" or "alpha-crown" (see :mod:`verify.registry`).
         options: alpha-CROWN's ``alpha_steps`` and ``alpha_lr``.
         optimize_intermediate: alpha-CROWN only: also tighten the hidden layers' bounds with
             optimized slopes (slower; by default they are CROWN's).
@@ -57,13 +55,12 @@ def margin_lower_bounds(
         (temporaries of at most 16 MB, see ``crown.CHUNK_ELEMENTS``). Not rounding-safe; subtract
         :func:`rounding_slack` before trusting a sign.
     """
-    if method not in MARGIN_METHODS:
-        raise ValueError(f"unknown bound method {method!r}; choose from {', '.join(MARGIN_METHODS)}")
+    method = resolve(method, BOUND_PROPAGATION, "bound method")
     options = options or Options()
     lower, upper = _as_batch(chain, lower), _as_batch(chain, upper)
     C, d = fold_margins(chain, torch.as_tensor(C), None if d is None else torch.as_tensor(d), lower.shape[0])
     L = len(chain) - 1
-    if method in ("interval", "ibp"):
+    if method == "ibp":
         return interval_margins(chain, C, d, interval_bounds(chain[:L], lower, upper) if L else [], lower, upper)
     bounds = crown_bounds(chain, lower, upper, n_layers=L)  # chunked internally
     widest = max((int(w.shape[0]) for w, _ in chain[1:-1]), default=0)

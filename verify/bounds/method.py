@@ -16,13 +16,11 @@ from torch import Tensor
 from verify.bounds.margins import margin_lower_bounds, rounding_slack
 from verify.network import Network
 from verify.options import Options
+from verify.registry import BOUND_PROPAGATION, resolve
 from verify.results import MethodResult, SolverStatus, Verdict, group_bound
 from verify.spec import Property, SpecError
 
 log = logging.getLogger(__name__)
-
-#: method name -> margin_lower_bounds method
-_METHODS = {"ibp": "interval", "interval": "interval", "crown": "crown", "alpha-crown": "alpha-crown"}
 
 
 def certify_batch(
@@ -47,8 +45,7 @@ def certify_batch(
         ``(N, m)`` float64 tensor (no graph): a margin is proved positive on box ``n`` when its
         entry is ``> 0``. NaN (e.g. from overflow) must be read as "not proved".
     """
-    if method not in _METHODS:
-        raise ValueError(f"unknown bound method {method!r}; choose from ibp, crown, alpha-crown")
+    method = resolve(method, BOUND_PROPAGATION, "bound method")
     chain = net.torch_chain(torch.float64, options.device)
     lower, upper, C = (torch.as_tensor(t, dtype=torch.float64, device=options.device) for t in (lower, upper, C))
     d = None if d is None else torch.as_tensor(d, dtype=torch.float64, device=options.device)
@@ -57,7 +54,7 @@ def certify_batch(
     if C.shape[-1] != net.out_dim:
         raise SpecError(f"margin matrix has {C.shape[-1]} columns but the network has {net.out_dim} outputs")
     with torch.no_grad():
-        lb = margin_lower_bounds(chain, lower, upper, C, d, _METHODS[method], options, optimize_intermediate)
+        lb = margin_lower_bounds(chain, lower, upper, C, d, method, options, optimize_intermediate)
         return lb - rounding_slack(chain, lower, upper, C, d)
 
 
