@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import tempfile
+from pathlib import Path
 from typing import NoReturn
 
 from verify.registry import METHODS, parse_methods
@@ -159,3 +161,29 @@ def _check_device(device: str) -> None:
         raise UsageError(f"--device {device}: no CUDA device is available here")
     if dev.type not in ("cpu", "cuda"):
         raise UsageError(f"--device {device}: only cpu and cuda devices are supported")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: every output file named on the command line can be written (its folder exists
+    and takes a new file; it is not a folder itself), and ``--out`` comes with ``--vnnlib``."""
+    if args.out is not None and not args.vnnlib:
+        raise UsageError("--out applies only with --vnnlib (use --json or --report for a data set run)")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    for flag in ("json", "report", "out"):
+        value = getattr(args, flag)
+        if value is not None:
+            _check_writable(Path(value), f"--{flag}")
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: the folder {folder} does not exist")
+    try:  # a probe file, removed at once: permissions, read-only mounts and pseudo file systems all show here
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".verify-probe-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot write in {folder} ({err.strerror or err})") from None
