@@ -15,6 +15,7 @@ from verify.network import Network
 from verify.options import Options
 from verify.report import Report
 from verify.runner import ResultsFile, done_map, make_tasks, read_results, run_tasks
+from verify.spec import domain_notice
 
 RUNS_DIR = Path("verify-runs")
 #: the SDP joins the default method set up to this many hidden units (see README for timings)
@@ -48,6 +49,10 @@ def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tu
     x, y = load_dataset(data, args.n, args.start, net.in_dim)
     methods = methods or default_methods(net)
     meta = run_meta(args, net, loaded.source, data, methods, eps_values, options)
+    notice = domain_notice(eps_values, net.domain_lower, net.domain_upper)
+    if notice:  # allowed, but never silent: on stderr and in the report's metadata
+        print(f"verify: note: {notice}", file=sys.stderr)
+        meta["notices"] = [notice]
     path, records = open_results(args, meta)
     tasks = make_tasks(x, y, eps_values, args.start)
     progress = Progress(len(tasks), methods, enabled=not args.quiet, prior=records)

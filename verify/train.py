@@ -173,6 +173,7 @@ def verify(
     from verify.load import from_module
     from verify.report import Report
     from verify.runner import make_tasks, run_tasks
+    from verify.spec import domain_notice
 
     frozen = copy.deepcopy(model).to("cpu", torch.float64).eval()  # the caller's model is left untouched
     loaded = from_module(frozen, tuple(x.shape[1:]), domain=domain)
@@ -181,4 +182,7 @@ def verify(
     records = run_tasks(loaded.network, tasks, tuple(methods), options or Options(), loaded.reference)
     meta = {"network": loaded.network.describe(), "network_hash": loaded.network.digest(), "eps": [float(eps)],
             "eps_units": "input units", "methods": list(methods), "source": "verify.train.verify"}
+    notice = domain_notice((float(eps),), loaded.network.domain_lower, loaded.network.domain_upper)
+    if notice:
+        meta["notices"] = [notice]
     return Report(records, meta)
