@@ -132,7 +132,9 @@ def certify(
 ) -> CertifyResult:
     """Sound per-example bounds (computed in float64, no gradient) and verdicts for a batch.
 
-    ``method``: "ibp", "crown" or "alpha-crown". ``eps`` and ``domain`` are in the units of ``x``.
+    ``method``: "ibp", "crown", "alpha-crown-output" (slopes optimized for the margins only, hidden-layer
+    bounds CROWN's) or "alpha-crown" (slopes optimized for every layer's bounds, as the per-property
+    method of the same name; slower, tighter). ``eps`` and ``domain`` are in the units of ``x``.
     """
     with torch.no_grad():
         chain = [(w.to(torch.float64), b.to(torch.float64)) for w, b in module_chain(model, x.shape[1:])]
@@ -152,7 +154,8 @@ def robust_loss(
 
     With lower bounds ``L_j`` on ``z_y - z_j``, the logits ``(0 for y, -L_j for j)`` dominate every logit
     vector reachable in the ball, so the loss upper-bounds the worst-case cross-entropy. ``method``:
-    "ibp" or "crown" (or "alpha-crown", slower). Computed in the parameters' dtype. Returns a scalar.
+    "ibp" or "crown" (or "alpha-crown-output" / "alpha-crown", slower). Computed in the parameters' dtype.
+    Returns a scalar.
     """
     dtype = next(model.parameters()).dtype
     chain = module_chain(model, x.shape[1:])

@@ -34,7 +34,6 @@ def margin_lower_bounds(
     d: Tensor | None = None,
     method: str = "crown",
     options: Options | None = None,
-    optimize_intermediate: bool = False,
 ) -> Tensor:
     """Lower bounds on every margin ``C f(x) + d`` over each input box.
 
@@ -43,14 +42,16 @@ def margin_lower_bounds(
         lower, upper: input boxes, ``(N, in_dim)`` (or ``(in_dim,)`` for one box).
         C: margin matrix ``(m, n_out)`` shared by all boxes, or ``(N, m, n_out)``.
         d: offsets ``(m,)`` or ``(N, m)``; default zero.
-        method: "ibp" (alias "interval"), "crown" or "alpha-crown" (see :mod:`verify.registry`).
+        method: "ibp" (alias "interval"), "crown", "alpha-crown-output" or "alpha-crown" (see
+            :mod:`verify.registry`). "alpha-crown" optimizes the slopes for every layer's bounds
+            (hidden layers, then the margins); "alpha-crown-output" only for the margins, on CROWN's
+            hidden-layer bounds (cheaper, looser).
         options: alpha-CROWN's ``alpha_steps`` and ``alpha_lr``.
-        optimize_intermediate: alpha-CROWN only: also tighten the hidden layers' bounds with
-            optimized slopes (slower; by default they are CROWN's).
 
     Returns:
         ``(N, m)`` lower bounds in the chain's dtype, differentiable. For a fixed box,
-        interval <= crown <= alpha-crown holds row by row (up to float rounding), and each box's
+        interval <= crown <= either alpha-CROWN holds row by row (up to float rounding; alpha-crown is
+        usually, not always, tighter than alpha-crown-output), and each box's
         result does not depend on the rest of the batch. Large batches are processed in chunks
         (temporaries of at most 16 MB, see ``crown.CHUNK_ELEMENTS``). Not rounding-safe; subtract
         :func:`rounding_slack` before trusting a sign.
@@ -63,6 +64,7 @@ def margin_lower_bounds(
     if method == "ibp":
         return interval_margins(chain, C, d, interval_bounds(chain[:L], lower, upper) if L else [], lower, upper)
     bounds = crown_bounds(chain, lower, upper, n_layers=L)  # chunked internally
+    optimize_intermediate = method == "alpha-crown"
     widest = max((int(w.shape[0]) for w, _ in chain[1:-1]), default=0)
     rows = max(1, C.shape[1], 2 * widest if optimize_intermediate else 0)  # the last stage's spec rows
     step = max(1, chunk_budget(lower) // (rows * int(chain[0][0].shape[1])))
