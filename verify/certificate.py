@@ -34,9 +34,11 @@ import scipy.sparse as sp
 
 from verify.network import Network
 from verify.results import SolverStatus
+from verify.rounding import SAFETY, UNIT, eigenvalue_allowance, forward_allowance
+from verify.rounding import gamma as gamma_k
 from verify.spec import InputBox
 
-_UNIT = 2.0**-53
+_UNIT = UNIT  # the SDP section's allowances below follow the rules of verify.rounding
 
 
 #: pre-activation bounds the checkers cannot re-derive (optimized slopes, LP-tightened bounds): these
@@ -166,32 +168,10 @@ def lagrangian_bounds(
         coef_err = coef_err + mag @ np.maximum(np.abs(lo), np.abs(hi))
         n_terms += lo.size
     fan = max(max(layer.in_dim, layer.out_dim) for layer in net.layers) + 8
-    slack = 2.0 * (_gamma(fan) * coef_err + _gamma(n_terms + 4 * n_hidden + 8) * abs_sum)
-    out = value - slack - float_forward_allowance(net, box, upper, C)
+    slack = SAFETY * (gamma_k(fan) * coef_err + gamma_k(n_terms + 4 * n_hidden + 8) * abs_sum)
+    out = value - slack - forward_allowance(net, box, upper, C)
     finite = np.all([np.all(np.isfinite(a)) for g in (lam, alpha, beta, gamma) for a in g])
     return np.where(np.isfinite(out) & finite, out, -np.inf)
-
-
-def float_forward_allowance(net: Network, box: InputBox, upper: tuple[np.ndarray, ...], C: np.ndarray) -> np.ndarray:
-    """Bound ``(m,)`` on ``|C (f_float64(x) - f_exact(x))|`` over the box, so bounds hold for the float64 network.
-
-    Standard forward error analysis: layer ``i`` adds at most ``gamma_n (|W_i| |z| + |b_i|)`` and
-    earlier errors pass through ``|W_i|`` (ReLU is 1-Lipschitz); ``|z_i| <= relu(u_i)``.
-    """
-    zmax = np.maximum(np.abs(box.lower), np.abs(box.upper))
-    err = np.zeros_like(zmax)
-    for i, layer in enumerate(net.layers):
-        g = _gamma(layer.in_dim + 2)
-        w_abs = abs(layer.weight)
-        err = np.asarray(w_abs @ err).ravel() + g * (np.asarray(w_abs @ zmax).ravel() + np.abs(layer.bias))
-        if i < len(net.layers) - 1:
-            zmax = np.maximum(upper[i], 0.0)
-    return 2.0 * (np.abs(C) @ err)
-
-
-def _gamma(k: int) -> float:
-    """Classical bound ``k u / (1 - k u)`` on the relative error of a k-term float64 sum or dot product."""
-    return k * _UNIT / (1.0 - k * _UNIT)
 
 
 def _rmatvec(w: np.ndarray | sp.spmatrix, rows: np.ndarray) -> np.ndarray:
@@ -283,7 +263,7 @@ def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row:
     if kappa.size:
         slack += float(kappa @ tau_err.sum(axis=1))
     # the relaxation describes the network in exact arithmetic; the float64 network differs by at most this
-    forward = float(float_forward_allowance(net, box, upper, c[None])[0])
+    forward = float(forward_allowance(net, box, upper, c[None])[0])
     return _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) - slack - forward
 
 
@@ -390,7 +370,7 @@ def _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) -> float:  # type: ignore[no-
     lam_min = _eigvalsh_min(s)
     if not np.isfinite(lam_min):  # never let min(0.0, nan) == 0.0 pass a matrix as PSD
         return -np.inf
-    err_eig = 32.0 * s.shape[0] * _UNIT * float(np.linalg.norm(s))
+    err_eig = eigenvalue_allowance(s)
     lam_min -= err_m + err_s + err_eig
     total = gamma - float(mu_x.sum()) - float(mu_z.sum())
     err_sum = 4.0 * dim * _UNIT * (abs(gamma) + float(mu_x.sum()) + float(mu_z.sum()))

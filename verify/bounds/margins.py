@@ -24,6 +24,7 @@ from verify.bounds.crown import (
 from verify.bounds.interval import interval_bounds
 from verify.options import Options
 from verify.registry import BOUND_PROPAGATION, resolve
+from verify.rounding import SAFETY, chain_gamma
 
 
 def margin_lower_bounds(
@@ -106,7 +107,7 @@ def rounding_slack(chain: Chain, lower: Tensor, upper: Tensor, C: Tensor, d: Ten
 
     Every bound is a sum of products built by at most ``L+1`` matrix products, each of inner
     length ``n_j``, plus a few elementwise operations per layer. With unit roundoff ``u`` the
-    classical bound (Higham, *Accuracy and Stability*, 3.1) on such a computation is
+    classical bound (Higham, *Accuracy and Stability*, 3.1; the rules are in :mod:`verify.rounding`) on such a computation is
     ``gamma_K * S`` with ``gamma_K = K u / (1 - K u)``, ``K`` the total number of chained operations
     (``in_dim + sum of widths + 4 per layer``) and ``S`` the sum of the absolute values of all terms.
     All relaxation slopes lie in ``[0, 1]`` and every offset ``-a l`` is at most ``|l| <= s``; the
@@ -121,20 +122,19 @@ def rounding_slack(chain: Chain, lower: Tensor, upper: Tensor, C: Tensor, d: Ten
     C, d = fold_margins(chain, torch.as_tensor(C), None if d is None else torch.as_tensor(d), lower.shape[0])
     s = magnitudes(chain, lower, upper)[-1]
     total = (C.abs() @ s[:, :, None])[..., 0] + d.abs()
-    return 2 * len(chain) * _gamma(chain, lower.dtype) * total
+    return SAFETY * len(chain) * _gamma(chain, lower.dtype) * total
 
 
 def layer_slack(chain: Chain, lower: Tensor, upper: Tensor) -> list[Tensor]:
     """Per-layer rounding slack ``(N, n_k)`` for pre-activation bounds, as in :func:`rounding_slack`."""
     lower, upper = _as_batch(chain, lower), _as_batch(chain, upper)
-    g = 2 * len(chain) * _gamma(chain, lower.dtype)
+    g = SAFETY * len(chain) * _gamma(chain, lower.dtype)
     return [g * s for s in magnitudes(chain, lower, upper)]
 
 
 def _gamma(chain: Chain, dtype: torch.dtype) -> float:
-    u = torch.finfo(dtype).eps / 2
-    K = sum(int(w.shape[1]) for w, _ in chain) + int(chain[-1][0].shape[0]) + 4 * len(chain)
-    return K * u / (1 - K * u)
+    dims = [int(w.shape[1]) for w, _ in chain] + [int(chain[-1][0].shape[0])]
+    return chain_gamma(dims, len(chain), unit=torch.finfo(dtype).eps / 2)
 
 
 def _as_batch(chain: Sequence[tuple[Tensor, Tensor]], x: Tensor) -> Tensor:
