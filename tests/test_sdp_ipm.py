@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import small_relaxation
-from verify.relax.sdp_model import Multipliers, dual_blocks, dual_bound
+from verify.solvers.sdp_problem import Multipliers, dual_blocks, dual_bound
 from verify.results import SolverStatus
 from verify.solvers.sdp_cvxpy import solve_cvxpy
 from verify.solvers.sdp_dual import strict_start

@@ -1,6 +1,6 @@
 """Scalable SDP backend: a primal-dual interior-point method (HKM direction, Mehrotra predictor-corrector).
 
-The relaxation of :mod:`verify.relax.sdp_model` in standard form, variable order ``v = [1, z, x]``
+The relaxation of :mod:`verify.solvers.sdp_problem` in standard form, variable order ``v = [1, z, x]``
 (side ``n = 1 + N + n0``)::
 
     (P)  minimize <C, X>  s.t.  A_i(X) + (slack_i) = b_i,  X >= 0 (PSD),  slacks >= 0
@@ -16,7 +16,7 @@ dual ``y_k = -mu_k``), ``lam_j`` (``g_j^T X e_0 - r_j = 0``), ``nu_j`` (``<sym((
 
 The dual iterates stay exactly feasible (``Z`` is recomputed from ``y``; the primal may be infeasible),
 so every iterate is a valid dual point: the bound reported is recomputed rigorously from the multipliers
-by :func:`verify.relax.sdp_model.dual_bound` and the best one seen is kept. Stopping early (time limit,
+by :func:`verify.solvers.sdp_problem.dual_bound` and the best one seen is kept. Stopping early (time limit,
 target reached, numerical trouble) only weakens it. Unlike a dual-only barrier method the primal
 iterate keeps the Newton system well scaled near the optimum: about 20-40 iterations to a relative
 gap of 1e-7.
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-from verify.relax.sdp_model import Multipliers, SDPRelaxation, best_gamma, dual_bound
+from verify.solvers.sdp_problem import Multipliers, SDPRelaxation, best_gamma, dual_bound
 
 log = logging.getLogger(__name__)
 
