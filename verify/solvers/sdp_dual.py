@@ -151,24 +151,16 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
     m, bound = res.multipliers, res.bound
     if lin is not None and lin_bound > bound:
         m, bound = lin, lin_bound
-    status = _STATUS.get(res.reason, SolverStatus.NUMERICAL_ERROR)
+    status = res.reason.status
     if status is SolverStatus.NUMERICAL_ERROR and time.perf_counter() < deadline and np.isfinite(bound):
-        log.debug("SDP dual: interior point stopped (%s); polishing", res.reason)
+        log.debug("SDP dual: interior point stopped (%s %s); polishing", res.reason.message, res.detail)
         m, bound = polish(rel, obj, m, deadline, target, triangle)
         if target is not None and bound > target:
             status = SolverStatus.OPTIMAL
     if not np.isfinite(bound):
         status = SolverStatus.NUMERICAL_ERROR
-    log.info("SDP dual: bound %.7g after %d iterations (%s), primal %.7g, %.2fs", bound, res.iterations, res.reason,
+    log.info("SDP dual: bound %.7g after %d iterations (%s), primal %.7g, %.2fs", bound, res.iterations, res.reason.message,
              res.primal, time.perf_counter() - t0)
     gap = res.primal - bound if res.infeasibility < 1e-6 else np.nan  # an infeasible primal says nothing
     return DualSolution(bound, m, status, res.iterations, time.perf_counter() - t0, gap)
 
-
-_STATUS = {
-    "converged": SolverStatus.OPTIMAL,
-    "target reached": SolverStatus.OPTIMAL,
-    "a nearly feasible primal point is below the target": SolverStatus.OPTIMAL,
-    "time limit": SolverStatus.TIME_LIMIT,
-    "iteration limit": SolverStatus.ITERATION_LIMIT,
-}
