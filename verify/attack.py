@@ -48,7 +48,7 @@ def pgd_attack(net: Network, prop: Property, options: Options, reference: Refere
         FALSIFIED with ``counterexample`` (``(in_dim,)`` float64, inside the box, violating the spec
         per ``reference``) or UNKNOWN. ``bound`` is the smallest worst-case margin that
         ``reference`` gave at a checked point (an upper bound on the true minimum);
-        ``margin_bounds`` are that point's margins ``(m,)``. With ``options.optimize`` (compare mode) the
+        ``margin_bounds`` are that point's margins ``(m,)``. With ``options.compare`` (compare mode) the
         descent runs all its steps after a counterexample, the best point of every group is checked too,
         and ``margin_bounds[i]`` is the smallest value of row ``i`` at any checked point.
     """
@@ -72,13 +72,13 @@ def pgd_attack(net: Network, prop: Property, options: Options, reference: Refere
     group_best = (x[: len(spec.groups)].clone(), torch.full((len(spec.groups),), float("inf"), dtype=dtype, device=x.device))
     with torch.enable_grad():
         _descend(chain, x, targets, (lo, hi, step), (C, d, mask), options.attack_steps, (best_x, best_w), checked,
-                 group_best if options.optimize else None)
-    if checked.found is None or options.optimize:
+                 group_best if options.compare else None)
+    if checked.found is None or options.compare:
         order = torch.argsort(best_w)[:N_CANDIDATES]
         checked.try_points(best_x[order])
-    if options.optimize:
+    if options.compare:
         checked.try_points(group_best[0])
-    return checked.result(time.perf_counter() - start, per_row=options.optimize)
+    return checked.result(time.perf_counter() - start, per_row=options.compare)
 
 
 def _descend(

@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from verify.network import Network
+from verify.rounding import SAFETY, chain_gamma
 from verify.spec import InputBox
 
-_UNIT = np.finfo(np.float64).eps / 2
 
 
 def confirmed_bounds(
@@ -39,7 +39,7 @@ def confirmed_bounds(
         ibp_l, ibp_u = w @ mid + b - np.abs(w) @ rad, w @ mid + b + np.abs(w) @ rad
         back_l = _back_substitute(w, b, k, weights, net, out_l, out_u, box)
         back_u = -_back_substitute(-w, -b, k, weights, net, out_l, out_u, box)
-        slack = 2.0 * (k + 2) * gamma * mag
+        slack = SAFETY * (k + 2) * gamma * mag
         own_l, own_u = np.maximum(ibp_l, back_l) - slack, np.minimum(ibp_u, back_u) + slack
         given_l, given_u = np.asarray(lower[k], dtype=np.float64), np.asarray(upper[k], dtype=np.float64)
         if given_l.shape != own_l.shape or given_u.shape != own_u.shape:
@@ -72,5 +72,4 @@ def _back_substitute(a: np.ndarray, const: np.ndarray, k: int, weights, net, low
 
 
 def _gamma(net: Network) -> float:
-    k = net.in_dim + sum(net.hidden_dims) + 4 * len(net.layers)
-    return k * _UNIT / (1.0 - k * _UNIT)
+    return chain_gamma([net.in_dim, *net.hidden_dims], len(net.layers))

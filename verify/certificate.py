@@ -27,16 +27,18 @@ that exclude the network's own pre-activations at the box centre.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
 from verify.network import Network
 from verify.results import SolverStatus
+from verify.rounding import SAFETY, UNIT, eigenvalue_allowance, forward_allowance
+from verify.rounding import gamma as gamma_k
 from verify.spec import InputBox
 
-_UNIT = 2.0**-53
+_UNIT = UNIT  # the SDP section's allowances below follow the rules of verify.rounding
 
 
 #: pre-activation bounds the checkers cannot re-derive (optimized slopes, LP-tightened bounds): these
@@ -166,32 +168,10 @@ def lagrangian_bounds(
         coef_err = coef_err + mag @ np.maximum(np.abs(lo), np.abs(hi))
         n_terms += lo.size
     fan = max(max(layer.in_dim, layer.out_dim) for layer in net.layers) + 8
-    slack = 2.0 * (_gamma(fan) * coef_err + _gamma(n_terms + 4 * n_hidden + 8) * abs_sum)
-    out = value - slack - float_forward_allowance(net, box, upper, C)
+    slack = SAFETY * (gamma_k(fan) * coef_err + gamma_k(n_terms + 4 * n_hidden + 8) * abs_sum)
+    out = value - slack - forward_allowance(net, box, upper, C)
     finite = np.all([np.all(np.isfinite(a)) for g in (lam, alpha, beta, gamma) for a in g])
     return np.where(np.isfinite(out) & finite, out, -np.inf)
-
-
-def float_forward_allowance(net: Network, box: InputBox, upper: tuple[np.ndarray, ...], C: np.ndarray) -> np.ndarray:
-    """Bound ``(m,)`` on ``|C (f_float64(x) - f_exact(x))|`` over the box, so bounds hold for the float64 network.
-
-    Standard forward error analysis: layer ``i`` adds at most ``gamma_n (|W_i| |z| + |b_i|)`` and
-    earlier errors pass through ``|W_i|`` (ReLU is 1-Lipschitz); ``|z_i| <= relu(u_i)``.
-    """
-    zmax = np.maximum(np.abs(box.lower), np.abs(box.upper))
-    err = np.zeros_like(zmax)
-    for i, layer in enumerate(net.layers):
-        g = _gamma(layer.in_dim + 2)
-        w_abs = abs(layer.weight)
-        err = np.asarray(w_abs @ err).ravel() + g * (np.asarray(w_abs @ zmax).ravel() + np.abs(layer.bias))
-        if i < len(net.layers) - 1:
-            zmax = np.maximum(upper[i], 0.0)
-    return 2.0 * (np.abs(C) @ err)
-
-
-def _gamma(k: int) -> float:
-    """Classical bound ``k u / (1 - k u)`` on the relative error of a k-term float64 sum or dot product."""
-    return k * _UNIT / (1.0 - k * _UNIT)
 
 
 def _rmatvec(w: np.ndarray | sp.spmatrix, rows: np.ndarray) -> np.ndarray:
@@ -237,12 +217,45 @@ def usable_bounds(net: Network, box: InputBox, lower, upper, source: str):  # ty
 # bounds lambda_min(S) from below by a dense eigensolver minus a rounding allowance.
 
 
-def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row: float, cert: object) -> float:
+@dataclass(frozen=True, eq=False)
+class SDPCertificate:
+    """Dual multipliers of the scaled SDP relaxation for one margin row ``c^T y + d``.
+
+    The variable order is fixed by the data: free inputs are those with a positive box radius (in
+    index order); unstable neurons are those with ``lower < 0 < upper`` in ``hidden_lower/upper``,
+    layer by layer, in index order (see :mod:`verify.relax.sdp_model`).
+
+    Attributes:
+        c: ``(n_out,)``; d: scalar offset.
+        hidden_lower, hidden_upper: pre-activation bounds of every hidden layer used by the relaxation.
+        mu_x ``(n0,)``, mu_z ``(N,)``, lam ``(N,)``, nu ``(N,)``, gamma: the multipliers.
+        claimed: the bound the solver computed (advisory; the checker recomputes it).
+        backend, status: which solver produced it and how it ended.
+        kappa: ``(N,) >= 0`` multipliers of the triangle cuts ``z <= u (s - l) / (u - l)``, or empty.
+        bounds_source: how ``hidden_lower/upper`` were made (see :data:`TRUSTED_BOUND_SOURCES`).
+    """
+
+    c: np.ndarray
+    d: float
+    hidden_lower: tuple[np.ndarray, ...]
+    hidden_upper: tuple[np.ndarray, ...]
+    mu_x: np.ndarray
+    mu_z: np.ndarray
+    lam: np.ndarray
+    nu: np.ndarray
+    gamma: float
+    claimed: float
+    backend: str = "dual"
+    status: SolverStatus = SolverStatus.OPTIMAL
+    kappa: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    bounds_source: str = "crown"  # "alpha-crown" bounds cannot be re-derived by the checker: trusted
+
+
+def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row: float, cert: SDPCertificate) -> float:
     """Sound lower bound on ``c_row^T f(x) + d_row`` over ``box`` from an SDP certificate.
 
-    ``cert`` is a :class:`verify.relax.sdp_cert.SDPCertificate` (read by attribute). Returns ``-inf``
-    for non-finite multipliers or an input multiplier that is 0 where it is needed; raises
-    :class:`CertificateError` when the row, shapes or bounds do not fit (bounds must contain the
+    Returns ``-inf`` for non-finite multipliers or an input multiplier that is 0 where it is needed;
+    raises :class:`CertificateError` when the row, shapes or bounds do not fit (bounds must contain the
     network's pre-activations at the box centre and at a few sampled points of the box).
     """
     c = np.asarray(c_row, dtype=np.float64).ravel()
@@ -254,7 +267,7 @@ def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row:
     lower, upper = tuple(cert.hidden_lower), tuple(cert.hidden_upper)
     if len(lower) != len(net.layers) - 1 or len(upper) != len(lower):
         raise CertificateError(f"certificate has bounds for {len(lower)} hidden layers, network has {len(net.layers) - 1}")
-    lower, upper = usable_bounds(net, box, lower, upper, getattr(cert, "bounds_source", "crown"))
+    lower, upper = usable_bounds(net, box, lower, upper, cert.bounds_source)
     unstable = [np.flatnonzero((np.asarray(l) < 0) & (np.asarray(u) > 0)) for l, u in zip(lower, upper)]
     n = int(sum(k.size for k in unstable))
     free = np.flatnonzero(box.upper - box.lower > 0)
@@ -262,7 +275,7 @@ def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row:
     mu_x, mu_z, lam, nu = (np.asarray(a, dtype=np.float64).ravel() for a in (cert.mu_x, cert.mu_z, cert.lam, cert.nu))
     if mu_x.shape != (n0,) or mu_z.shape != (n,) or lam.shape != (n,) or nu.shape != (n,):
         raise CertificateError(f"SDP multipliers do not fit {n0} free inputs and {n} unstable neurons")
-    kappa = np.asarray(getattr(cert, "kappa", np.zeros(0)), dtype=np.float64).ravel()
+    kappa = np.asarray(cert.kappa, dtype=np.float64).ravel()
     if kappa.size not in (0, n):
         raise CertificateError(f"{kappa.size} triangle multipliers for {n} unstable neurons")
     gamma = float(cert.gamma)
@@ -283,7 +296,7 @@ def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row:
     if kappa.size:
         slack += float(kappa @ tau_err.sum(axis=1))
     # the relaxation describes the network in exact arithmetic; the float64 network differs by at most this
-    forward = float(float_forward_allowance(net, box, upper, c[None])[0])
+    forward = float(forward_allowance(net, box, upper, c[None])[0])
     return _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) - slack - forward
 
 
@@ -390,7 +403,7 @@ def _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) -> float:  # type: ignore[no-
     lam_min = _eigvalsh_min(s)
     if not np.isfinite(lam_min):  # never let min(0.0, nan) == 0.0 pass a matrix as PSD
         return -np.inf
-    err_eig = 32.0 * s.shape[0] * _UNIT * float(np.linalg.norm(s))
+    err_eig = eigenvalue_allowance(s)
     lam_min -= err_m + err_s + err_eig
     total = gamma - float(mu_x.sum()) - float(mu_z.sum())
     err_sum = 4.0 * dim * _UNIT * (abs(gamma) + float(mu_x.sum()) + float(mu_z.sum()))

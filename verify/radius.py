@@ -66,7 +66,7 @@ class _Search:
     def __init__(self, net: Network, x: np.ndarray, label: int, options: Options, reference: Reference | None,
                  tol: float) -> None:
         self.net, self.x, self.label, self.reference, self.tol = net, x, label, reference, tol
-        self.options = options.with_(optimize=False)  # a probe only needs the verdict
+        self.options = options.with_(compare=False)  # a probe only needs the verdict
         self.cap = eps_cap(x, net.domain_lower, net.domain_upper)
         self.cex_at: float | None = None  # smallest L-inf distance of a known counterexample
 

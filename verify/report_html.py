@@ -155,7 +155,8 @@ def run_note(meta: dict) -> str:
     command = meta.get("command_line") or meta.get("command")
     if command:
         parts.append("command: " + (shlex.join(str(a) for a in command) if isinstance(command, list) else str(command)))
-    return f'<p class="note">{_e("; ".join(parts))}</p>' if parts else ""
+    notices = "".join(f'<p class="note"><strong>Note:</strong> {_e(n)}</p>' for n in meta.get("notices", ()))
+    return (f'<p class="note">{_e("; ".join(parts))}</p>' if parts else "") + notices
 
 
 def page_title(meta: dict) -> str:

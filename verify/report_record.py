@@ -49,7 +49,7 @@ class Record:
     for the attack, the smallest margin found; ``time_s`` is wall time in seconds. Equality treats NaN
     as equal to NaN. ``margins`` holds the method's value on each margin row (``None`` when not kept): a
     sound lower bound per row for the verifiers (their optimum in compare mode, see
-    :attr:`verify.options.Options.optimize`), the smallest value seen per row for the attack. In JSON a
+    :attr:`verify.options.Options.compare`), the smallest value seen per row for the attack. In JSON a
     non-finite entry of ``margins`` is written as the string ``"inf"``, ``"-inf"`` or ``"nan"``.
     """
 

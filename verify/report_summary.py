@@ -14,9 +14,10 @@ from typing import Sequence
 
 from verify.report_record import Record
 from verify.results import SolverStatus, Verdict
+from verify.registry import METHODS
 
 # Display order; also loosest to tightest among the verifiers (the attack first, exact last).
-METHOD_ORDER = ("attack", "ibp", "crown", "alpha-crown", "lp", "sdp", "exact")
+METHOD_ORDER = METHODS  # the registry's order: cheapest first
 ATTACK = "attack"
 
 

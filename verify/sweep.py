@@ -10,11 +10,13 @@ the same domain), so, without running a method:
   bound (status NOT_RUN);
 * a method that ran at ``eps1`` and did not certify is not run at larger eps (UNKNOWN, NOT_RUN, said so),
   and an attack that found nothing at ``eps2`` is not run at smaller eps;
-* the attack is not run where some method already certified the property.
+* the attack is not run where some method already certified the property at a larger eps.
+
+Only results at *other* eps values imply anything, so a run at a single eps is never changed.
 
 The first two are facts; the last two assume that a method which fails on a ball also fails on a larger
 one (true of every method here in practice, not a theorem for all of them), and the records say so in
-their message. Compare mode (:attr:`verify.options.Options.optimize`) implies nothing: every method runs
+their message. Compare mode (:attr:`verify.options.Options.compare`) implies nothing: every method runs
 on every ball to its optimum. With the eps values visited in :func:`sweep_order` a sweep of ``k`` eps runs
 each method on about ``log2(k + 1)`` of them per input.
 """
@@ -86,7 +88,7 @@ class Known:
 
     def implied(self, index: int, method: str, prop: Property, net: Network, reference: Reference | None) -> MethodResult | None:
         """The result ``method`` would give on ``prop`` (input ``index`` at ``prop.eps``) as implied by what is
-        known, or None when it has to run. See the module docstring for the rules."""
+        known at other eps values, or None when it has to run. See the module docstring for the rules."""
         eps = prop.eps
         if eps is None:
             return None
@@ -96,22 +98,22 @@ class Known:
             x, value, margins, where = cex
             return MethodResult(method, Verdict.FALSIFIED, value, margins, 0.0, SolverStatus.NOT_RUN,
                                 f"not run: the counterexample found {where} lies in this ball", x)
-        mine = [(e, b) for e, b in self.certified.get((index, method), []) if e >= eps]
+        mine = [(e, b) for e, b in self.certified.get((index, method), []) if e > eps]
         if mine:
             e, b = max(mine, key=lambda eb: eb[1])
             return MethodResult(method, Verdict.CERTIFIED, b, np.full(m, np.nan), 0.0, SolverStatus.NOT_RUN,
                                 f"not run: implied by its certificate at the larger eps {e:g}")
         failed = self.failed.get((index, method), [])
         if method == ATTACK:
-            others = [(e, k[1]) for k, v in self.certified.items() if k[0] == index for e, _ in v if e >= eps]
+            others = [(e, k[1]) for k, v in self.certified.items() if k[0] == index for e, _ in v if e > eps]
             if others:
                 e, who = max(others)
                 return _not_run(method, m, f"not run: the property is certified here ({who} at eps {e:g})")
-            larger = [e for e in failed if e >= eps]
+            larger = [e for e in failed if e > eps]
             if larger:
                 return _not_run(method, m, f"not run: no counterexample found at the larger eps {min(larger):g}")
             return None
-        smaller = [e for e in failed if e <= eps]
+        smaller = [e for e in failed if e < eps]
         if smaller:
             return _not_run(method, m, f"not run: not certified at the smaller eps {max(smaller):g}")
         return None
@@ -121,7 +123,7 @@ class Known:
         """A known counterexample that lies in ``prop``'s box and violates it (re-checked), with its worst
         margin, its margins and where it was found."""
         for e, who, x in sorted(self.points.get(index, []), key=lambda p: p[0]):
-            if e > prop.eps or not prop.box.contains(x):
+            if e >= prop.eps or not prop.box.contains(x):
                 continue
             logits = np.asarray((reference or net.forward)(x[None]), dtype=np.float64)
             if bool(prop.output.violated(logits)[0]):

@@ -21,11 +21,11 @@ from contextlib import closing
 import numpy as np
 
 from verify.bounds import preactivation_bounds
-from verify.certificate import CertificateError, check_sdp_certificate
+from verify.certificate import CertificateError, SDPCertificate, check_sdp_certificate
 from verify.network import Network
 from verify.options import Options
-from verify.relax.sdp_cert import SDPCertificate
-from verify.relax.sdp_model import Multipliers, SDPRelaxation, build_relaxation
+from verify.relax.sdp_model import build_relaxation
+from verify.solvers.sdp_problem import Multipliers, SDPRelaxation
 from verify.results import MethodResult, SolverStatus, Verdict, group_bound
 from verify.spec import InputBox, OutputSpec, Property
 
@@ -161,7 +161,7 @@ def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
     FALSIFIED only when the box centre itself violates the property; otherwise UNKNOWN.
 
     Rows stop as soon as their checked bound is positive; once a group fails, the rest is skipped. With
-    ``options.optimize`` (compare mode) every row is solved to the backend's tolerance instead.
+    ``options.compare`` (compare mode) every row is solved to the backend's tolerance instead.
     """
     t0 = time.perf_counter()
     spec = prop.output
@@ -172,8 +172,8 @@ def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
                             time.perf_counter() - t0, SolverStatus.NOT_RUN, "the box centre is a counterexample",
                             center.copy())
     preact = _bounds(net, prop.box, options)
-    lower, status, certs = sdp_margin_bounds(net, prop.box, spec, options, preact, target=None if options.optimize else 0.0,
-                                             stop_on_failed_group=not options.optimize)
+    lower, status, certs = sdp_margin_bounds(net, prop.box, spec, options, preact, target=None if options.compare else 0.0,
+                                             stop_on_failed_group=not options.compare)
     bound = group_bound(spec.groups, lower)
     extra = {"bounds": options.bounds, "backend": options.sdp_backend, "certificates": certs}
     if spec.holds(lower):  # every group has a row whose checked bound is > 0 (skipped rows are -inf)
