@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,24 +209,6 @@ def _from_records(method: str, records: Iterable[Record], search: _Search) -> _B
             else:
                 b.hi = r.eps if b.hi is None else min(b.hi, r.eps)
     return b
-
-
-def radius_curve(radii: Sequence[Radius], method: str, eps: Sequence[float]) -> list[float]:
-    """Fraction of inputs (of those with a radius of ``method``) whose radius is at least each eps (verifiers:
-    certified accuracy) or, for the attack, for which no counterexample is known at that eps (an upper bound
-    on robust accuracy)."""
-    mine = [r for r in radii if r.method == method]
-    if not mine:
-        return [math.nan for _ in eps]
-    out = []
-    for e in eps:
-        if method == ATTACK:
-            ok = sum(1 for r in mine if r.kind is not RadiusKind.MISCLASSIFIED and (r.upper is None or r.upper > e))
-        else:
-            ok = sum(1 for r in mine if r.kind is not RadiusKind.MISCLASSIFIED and r.kind is not RadiusKind.ERROR
-                     and r.lower >= e)
-        out.append(ok / len(mine))
-    return out
 
 
 def run_radii(

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from verify.report_record import Radius, Record, ReportError
+from verify.report_compare import headline, radius_table
 from verify.report_summary import (
-    METHOD_ORDER, Conflict, ConflictKind, MethodSummary, find_conflicts, format_table, method_rank, summarize,
+    METHOD_ORDER, Conflict, ConflictKind, MethodSummary, find_conflicts, find_radius_conflicts, format_table, method_rank,
+    summarize,
 )
 
 __all__ = [
@@ -114,16 +116,26 @@ class Report:
         return summarize(self.records)
 
     def conflicts(self) -> list[Conflict]:
-        """Contradictions between methods (each one is a soundness bug somewhere); see :func:`find_conflicts`."""
-        return find_conflicts(self.records)
+        """Contradictions between methods (each one is a soundness bug somewhere); see :func:`find_conflicts`
+        (and :func:`find_radius_conflicts` for the radii)."""
+        return find_conflicts(self.records) + find_radius_conflicts(self.radii)
 
     def methods(self) -> list[str]:
         """Methods present, in :func:`method_rank` order."""
         return sorted({r.method for r in self.records}, key=method_rank)
 
     def table(self) -> str:
-        """Terminal table of :meth:`summaries`, one block per eps, with a warning line per conflict."""
-        return format_table(self.summaries(), self.conflicts(), self.meta.get("eps_units", EPS_UNITS))
+        """What the terminal shows: the :meth:`headline`, the table of :meth:`summaries` (one block per eps, a
+        warning line per conflict) and, when radii were searched, one radius line per method."""
+        parts = [format_table(self.summaries(), self.conflicts(), self.meta.get("eps_units", EPS_UNITS))]
+        if self.radii:
+            parts.append(radius_table(self.radii))
+        head = self.headline()
+        return "\n\n".join((["\n".join(head)] if head else []) + parts)
+
+    def headline(self) -> list[str]:
+        """The report's first lines (plain text); see :func:`verify.report_compare.headline`."""
+        return headline(self.records, self.radii, self.meta)
 
     def to_json_dict(self) -> dict:
         """The JSON document (see the module docstring)."""
@@ -175,7 +187,7 @@ class Report:
         from verify.report_html import render_html  # noqa: PLC0415 (matplotlib only on this path)
 
         _check_unique(self.records)
-        Path(path).write_text(render_html(self.records, self.meta, title), encoding="utf-8")
+        Path(path).write_text(render_html(self.records, self.meta, title, self.radii), encoding="utf-8")
 
 
 def _check_unique(records: Iterable[Record]) -> None:
