@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from verify.report_record import Radius, Record, ReportError
+from verify.report_record import Radius, RadiusKind, Record, ReportError
 from verify.report_compare import headline, radius_table
 from verify.report_summary import (
     METHOD_ORDER, Conflict, ConflictKind, MethodSummary, find_conflicts, find_radius_conflicts, format_table, method_rank,
@@ -28,7 +28,7 @@ from verify.report_summary import (
 )
 
 __all__ = [
-    "METHOD_ORDER", "Conflict", "ConflictKind", "MethodSummary", "Radius", "Record", "Report", "ReportError",
+    "METHOD_ORDER", "Conflict", "ConflictKind", "MethodSummary", "Radius", "RadiusKind", "Record", "Report", "ReportError",
     "collect_versions", "find_conflicts", "make_meta", "method_rank", "summarize", "validate_report_json",
 ]
 
