@@ -24,7 +24,7 @@ METHODS = ("attack", "crown", "lp")
 @pytest.fixture(scope="module")
 def digits():  # type: ignore[no-untyped-def]
     loaded = load_model(DIGITS)
-    x, y = load_dataset("digits", 10, 0, loaded.network.in_dim)
+    x, y = load_dataset("digits", 8, 0, loaded.network.in_dim)
     return loaded, x, y
 
 

@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean", default=None, help="input normalization mean (one value or one per channel, comma-separated)")
     p.add_argument("--std", default=None, help="input normalization std (as --mean); eps stays in un-normalized units")
     add_option_flags(p.add_argument_group("method settings (verify.Options; same defaults in the library)"))
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: per input the work is small, and on a busy machine two threads made "
+                   "the attack 30x slower; raise it for large convolutional networks on an idle machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log solver progress")
     return p

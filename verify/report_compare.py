@@ -207,6 +207,15 @@ def _per_eps(items: Sequence[tuple[float | None, str]]) -> str:
     return ", ".join(f"{text} at eps {fmt_eps(eps)}" for eps, text in items)
 
 
+def _counts(xs: Sequence[Exclusive], attr: str) -> str:
+    """``"6 of 20 at eps 0.1, 3 of 20 at eps 0.12 (none at eps 0.02, 0.05)"``, or ``"none"``."""
+    hits = [(x.eps, f"{getattr(x, attr)} of {x.n}") for x in xs if getattr(x, attr)]
+    zero = [fmt_eps(x.eps) for x in xs if not getattr(x, attr)]
+    if not hits:
+        return "none"
+    return _per_eps(hits) + (f" (none at eps {', '.join(zero)})" if zero else "")
+
+
 def headline(records: Sequence[Record], radii: Sequence[Radius], meta: dict) -> list[str]:
     """The report's first lines, plain text: exclusive certifications, tightness (compare mode), time per
     method, the gap left open per eps, and certified radii when searched."""
@@ -216,8 +225,8 @@ def headline(records: Sequence[Record], radii: Sequence[Radius], meta: dict) -> 
     for tight, loose in pairs:
         xs = exclusive(records, tight, loose)
         if xs:
-            lines.append(f"Certified by {tight} and not by {loose}: " + _per_eps([(x.eps, f"{x.only_tight} of {x.n}") for x in xs])
-                         + f" (the other way round: {', '.join(str(x.only_loose) for x in xs)}).")
+            lines.append(f"Certified by {tight} and not by {loose}: {_counts(xs, 'only_tight')}; the other way round: "
+                         f"{_counts(xs, 'only_loose')}.")
     if pairs and compare_mode(meta):
         tight, loose = pairs[0]
         ts = tightness(records, tight, loose)
