@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from verify.bounds_proof import BoundsProof
 from verify.results import SolverStatus
 
 
@@ -24,7 +25,8 @@ class SDPCertificate:
         claimed: the bound the solver computed (advisory; the checker recomputes it).
         backend, status: which solver produced it and how it ended.
         kappa: ``(N,) >= 0`` multipliers of the triangle cuts ``z <= u (s - l) / (u - l)``, or empty.
-        bounds_source: how ``hidden_lower/upper`` were made (see ``verify.certificate.TRUSTED_BOUND_SOURCES``).
+        bounds_proof: how ``hidden_lower/upper`` were made and what the checker needs to re-derive them
+            (see :func:`verify.certificate.usable_bounds`).
     """
 
     c: np.ndarray
@@ -40,4 +42,4 @@ class SDPCertificate:
     backend: str = "dual"
     status: SolverStatus = SolverStatus.OPTIMAL
     kappa: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    bounds_source: str = "crown"  # "alpha-crown" bounds cannot be re-derived by the checker: trusted
+    bounds_proof: BoundsProof = field(default_factory=BoundsProof)
