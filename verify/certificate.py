@@ -28,7 +28,7 @@ from verify.results import SolverStatus
 from verify.rounding import UNIT, eigenvalue_allowance, forward_allowance
 from verify.spec import InputBox
 
-__all__ = ["CertificateError", "LPCertificate", "check_lp_certificate", "check_lp_certificate_all",
+__all__ = ["CertificateError", "LPCertificate", "SDPCertificate", "check_lp_certificate", "check_lp_certificate_all",
            "check_sdp_certificate", "lagrangian_bounds", "usable_bounds"]
 
 _UNIT = UNIT  # the SDP section's allowances below follow the rules of verify.rounding
@@ -141,12 +141,46 @@ def usable_bounds(net: Network, box: InputBox, lower, upper, proof: BoundsProof 
 # bounds lambda_min(S) from below by a dense eigensolver minus a rounding allowance.
 
 
-def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row: float, cert: object) -> float:
+@dataclass(frozen=True, eq=False)
+class SDPCertificate:
+    """Dual multipliers of the scaled SDP relaxation for one margin row ``c^T y + d``.
+
+    The variable order is fixed by the data: free inputs are those with a positive box radius (in
+    index order); unstable neurons are those with ``lower < 0 < upper`` in ``hidden_lower/upper``,
+    layer by layer, in index order (see :mod:`verify.relax.sdp_model`).
+
+    Attributes:
+        c: ``(n_out,)``; d: scalar offset.
+        hidden_lower, hidden_upper: pre-activation bounds of every hidden layer used by the relaxation.
+        mu_x ``(n0,)``, mu_z ``(N,)``, lam ``(N,)``, nu ``(N,)``, gamma: the multipliers.
+        claimed: the bound the solver computed (advisory; the checker recomputes it).
+        backend, status: which solver produced it and how it ended.
+        kappa: ``(N,) >= 0`` multipliers of the triangle cuts ``z <= u (s - l) / (u - l)``, or empty.
+        bounds_proof: how ``hidden_lower/upper`` were made and what the checker needs to re-derive them
+            (see :func:`usable_bounds`).
+    """
+
+    c: np.ndarray
+    d: float
+    hidden_lower: tuple[np.ndarray, ...]
+    hidden_upper: tuple[np.ndarray, ...]
+    mu_x: np.ndarray
+    mu_z: np.ndarray
+    lam: np.ndarray
+    nu: np.ndarray
+    gamma: float
+    claimed: float
+    backend: str = "dual"
+    status: SolverStatus = SolverStatus.OPTIMAL
+    kappa: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    bounds_proof: BoundsProof = field(default_factory=BoundsProof)
+
+
+def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row: float, cert: SDPCertificate) -> float:
     """Sound lower bound on ``c_row^T f(x) + d_row`` over ``box`` from an SDP certificate.
 
-    ``cert`` is a :class:`verify.relax.sdp_cert.SDPCertificate` (read by attribute). Returns ``-inf``
-    for non-finite multipliers or an input multiplier that is 0 where it is needed; raises
-    :class:`CertificateError` when the row, shapes or bounds do not fit (bounds must contain the
+    Returns ``-inf`` for non-finite multipliers or an input multiplier that is 0 where it is needed;
+    raises :class:`CertificateError` when the row, shapes or bounds do not fit (bounds must contain the
     network's pre-activations at the box centre and at a few sampled points of the box).
     """
     c = np.asarray(c_row, dtype=np.float64).ravel()
@@ -158,7 +192,7 @@ def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row:
     lower, upper = tuple(cert.hidden_lower), tuple(cert.hidden_upper)
     if len(lower) != len(net.layers) - 1 or len(upper) != len(lower):
         raise CertificateError(f"certificate has bounds for {len(lower)} hidden layers, network has {len(net.layers) - 1}")
-    lower, upper = usable_bounds(net, box, lower, upper, getattr(cert, "bounds_proof", None))
+    lower, upper = usable_bounds(net, box, lower, upper, cert.bounds_proof)
     unstable = [np.flatnonzero((np.asarray(l) < 0) & (np.asarray(u) > 0)) for l, u in zip(lower, upper)]
     n = int(sum(k.size for k in unstable))
     free = np.flatnonzero(box.upper - box.lower > 0)
@@ -166,7 +200,7 @@ def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row:
     mu_x, mu_z, lam, nu = (np.asarray(a, dtype=np.float64).ravel() for a in (cert.mu_x, cert.mu_z, cert.lam, cert.nu))
     if mu_x.shape != (n0,) or mu_z.shape != (n,) or lam.shape != (n,) or nu.shape != (n,):
         raise CertificateError(f"SDP multipliers do not fit {n0} free inputs and {n} unstable neurons")
-    kappa = np.asarray(getattr(cert, "kappa", np.zeros(0)), dtype=np.float64).ravel()
+    kappa = np.asarray(cert.kappa, dtype=np.float64).ravel()
     if kappa.size not in (0, n):
         raise CertificateError(f"{kappa.size} triangle multipliers for {n} unstable neurons")
     gamma = float(cert.gamma)

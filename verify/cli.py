@@ -2,7 +2,7 @@
 
 ``verify NET --eps 0.1`` certifies (or falsifies) robustness of NET on inputs from ``--data`` with every
 method of ``--methods`` and prints a comparison table; ``--vnnlib SPEC`` checks one VNN-COMP property.
-Exit codes: 0 done, 2 bad input (one line on stderr), 130 interrupted (finished results kept).
+Exit codes: 0 done, 2 bad input (one line on stderr), 130 interrupted, 143 terminated (finished results kept).
 """
 
 from __future__ import annotations

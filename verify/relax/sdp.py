@@ -23,11 +23,11 @@ import numpy as np
 
 from verify.bounds import preactivation_bounds
 from verify.bounds_proof import ProvedBounds, proof_of
-from verify.certificate import CertificateError, check_sdp_certificate
+from verify.certificate import CertificateError, SDPCertificate, check_sdp_certificate
 from verify.network import Network
 from verify.options import Options
-from verify.relax.sdp_cert import SDPCertificate
-from verify.relax.sdp_model import Multipliers, SDPRelaxation, build_relaxation
+from verify.relax.sdp_model import build_relaxation
+from verify.solvers.sdp_problem import Multipliers, SDPRelaxation
 from verify.results import MethodResult, SolverStatus, Verdict, group_bound
 from verify.spec import InputBox, OutputSpec, Property
 
