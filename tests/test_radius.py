@@ -118,3 +118,6 @@ def test_cli_radius_json_schema_and_resume(tmp_path, monkeypatch, capsys) -> Non
     assert read_radii(tmp_path / "r.jsonl") == before  # nothing searched twice
     assert main([*args[:-2], "--radius", "0", "--results", "s.jsonl"]) == 2
     assert "--radius" in capsys.readouterr().err
+    assert main([str(DIGITS), "--vnnlib", "p.vnnlib", "--radius"]) == 2
+    assert "--radius applies to a data set run" in capsys.readouterr().err
+    assert not (tmp_path / "s.jsonl").exists()

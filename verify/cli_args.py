@@ -187,6 +187,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     and takes a new file; it is not a folder itself), and ``--out`` comes with ``--vnnlib``."""
     if args.out is not None and not args.vnnlib:
         raise UsageError("--out applies only with --vnnlib (use --json or --report for a data set run)")
+    if args.radius is not None and args.vnnlib:
+        raise UsageError("--radius applies to a data set run (robustness balls around inputs), not to --vnnlib")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     for flag in ("json", "report", "out"):
