@@ -100,13 +100,15 @@ class _Search:
                 eps = self.cap
             else:
                 eps = 0.5 * (b.lo + hi)
-            step = "top" if step == "hint" and eps == hint else ""
+            probing_hint = step == "hint" and eps == hint
+            step = ""
             res = self.probe(method, eps, b)
             if res.verdict is Verdict.ERROR:
                 b.error = res.message
                 return
             if res.verdict is Verdict.CERTIFIED:
                 b.lo = eps
+                step = "top" if probing_hint else ""
             else:
                 b.hi = eps if b.hi is None else min(b.hi, eps)
 
