@@ -233,7 +233,7 @@ def headline(records: Sequence[Record], radii: Sequence[Radius], meta: dict) -> 
         if ts:
             lines.append(f"Median tightness {tight} - {loose} (optima per input and margin): "
                          + _per_eps([(t.eps, fmt_num(t.median_diff)) for t in ts]) + ".")
-            closed = [(t.eps, f"{100 * t.median_closed:.0f}%") for t in ts if t.median_closed is not None]
+            closed = [(t.eps, f"{int(round(100 * t.median_closed))}%") for t in ts if t.median_closed is not None]
             if closed:
                 lines.append(f"Share of the gap between the {loose} optimum and the attack's margin that {tight} closes "
                              "(median): " + _per_eps(closed) + ".")
