@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 Reference = Callable[[np.ndarray], np.ndarray]
 
-#: every method, cheapest first; "exact" is a MILP meant for small networks
-METHODS = ("attack", "ibp", "crown", "alpha-crown", "lp", "sdp", "exact")
+#: every method, cheapest first; "exact" is a MILP meant for small networks; "bab" is branch and bound
+METHODS = ("attack", "ibp", "crown", "alpha-crown", "lp", "sdp", "exact", "bab")
 #: methods that can prove a property (everything but the attack)
 CERTIFIERS = METHODS[1:]
 
@@ -86,6 +86,10 @@ def _dispatch(name: str, net: Network, prop: Property, options: Options, referen
         from verify.relax.milp import certify_exact
 
         return certify_exact(net, prop, options)
+    if name == "bab":
+        from verify.bab import certify_bab
+
+        return certify_bab(net, prop, options, reference)
     raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 
 

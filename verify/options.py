@@ -22,6 +22,9 @@ class Options:
         sdp_iterations: iteration cap of the interior-point SDP solver, per margin.
         sdp_triangle: add triangle (LP) cuts to the SDP.
         sdp_workers: processes solving the margins of one input in parallel (SDP); each uses one core.
+        bab_batch: branch and bound: domains split per round (each gives two children bounded together).
+        bab_split: what branch and bound splits: "relu" (unstable neurons), "input" (the input box) or
+            "auto" (the input box when it has at most 16 non-degenerate coordinates, else neurons).
         time_limit: seconds per margin for LP/SDP/MILP solves; the best sound bound so far is kept.
         timeout: whole wall time in seconds for one property (one input at one eps), all methods
             included (VNN-COMP semantics); None: only the per-margin ``time_limit`` applies. A method
@@ -40,6 +43,8 @@ class Options:
     sdp_iterations: int = 300
     sdp_triangle: bool = False
     sdp_workers: int = 1
+    bab_batch: int = 256
+    bab_split: str = "auto"
     time_limit: float = 60.0
     timeout: float | None = None
     attack_steps: int = 50
@@ -54,9 +59,12 @@ class Options:
         _choice("lp_solver", self.lp_solver, LP_SOLVERS)
         _choice("sdp_backend", self.sdp_backend, SDP_BACKENDS)
         _choice("dtype", self.dtype, ("float32", "float64"))
+        _choice("bab_split", self.bab_split, ("auto", "relu", "input"))
         for name in ("alpha_steps", "sdp_iterations", "attack_steps", "attack_restarts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.bab_batch < 1:
+            raise ValueError(f"bab_batch must be >= 1, got {self.bab_batch}")
         if self.sdp_workers < 1:
             raise ValueError(f"sdp_workers must be >= 1, got {self.sdp_workers}")
         if not self.time_limit > 0:
