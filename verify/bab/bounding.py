@@ -36,7 +36,8 @@ class Root:
 
     Attributes:
         chains: ``{dtype: [(W, b), ...]}`` torch copies of the network (float32 and float64).
-        lower, upper: the input box, ``(1, in_dim)`` float64.
+        lower, upper: the input box, ``(1, in_dim)`` float64; or ``(D, in_dim)``, one box per domain
+            (input splitting), with ``bounds`` then ``(D, n_k)``.
         bounds: sound float64 pre-activation bounds of every hidden layer, each ``(1, n_k)``.
         C, d: the margin rows being branched on, ``(R, n_out)`` and ``(R,)`` float64.
         forward_err: ``(R,)`` allowance for the float64 network's own rounding (added to the slack).
@@ -103,7 +104,7 @@ def evaluate(
     bounds = domain_bounds(root, splits, dtype)
     relax = [relu_relaxation(l, u) for l, u in bounds]
     extra = [-b.to(dtype) * s.to(dtype)[:, None, :] for b, s in zip(params.betas, splits)]
-    n = splits[0].shape[0] if splits else params.alphas[0].shape[0]
+    n = splits[0].shape[0] if splits else root.lower.shape[0]
     lo, hi = root.lower.to(dtype).expand(n, -1), root.upper.to(dtype).expand(n, -1)
     C, d = root.C.to(dtype), root.d.to(dtype).expand(n, -1)
     alphas = [a.to(dtype) for a in params.alphas]
@@ -122,7 +123,7 @@ def magnitude(root: Root, splits: list[Tensor], params: Params) -> Tensor:
     """
     chain = root.chains[torch.float64]
     bounds = domain_bounds(root, splits, torch.float64)
-    n = splits[0].shape[0]
+    n = splits[0].shape[0] if splits else root.lower.shape[0]
     M = root.C.abs().expand(n, -1, -1)
     const = root.d.abs().expand(n, -1).clone()
     for j in range(len(chain) - 1, 0, -1):
@@ -136,8 +137,8 @@ def magnitude(root: Root, splits: list[Tensor], params: Params) -> Tensor:
         M = G + (params.betas[j - 1].to(torch.float64).abs() * (splits[j - 1] != 0)[:, None, :])
     w, b = chain[0]
     const = const + M @ b.abs()
-    xmax = torch.maximum(root.lower.abs(), root.upper.abs())[0]
-    total = const + (M @ w.abs()) @ xmax
+    xmax = torch.maximum(root.lower.abs(), root.upper.abs())  # (1 or D, in_dim)
+    total = const + ((M @ w.abs()) * xmax[:, None, :]).sum(dim=2)
     return 4.0 * _gamma(chain) * total + root.forward_err
 
 
@@ -151,7 +152,7 @@ def init_params(root: Root, n: int, dtype: torch.dtype = torch.float32) -> Param
     """CROWN's adaptive slopes and zero betas for ``n`` domains."""
     alphas, betas = [], []
     for l, u in root.bounds:
-        a = (u > -l).to(dtype).expand(n, root.n_rows, -1).clone()
+        a = (u > -l).to(dtype)[:, None, :].expand(n, root.n_rows, -1).clone()
         alphas.append(a)
         betas.append(torch.zeros_like(a))
     return Params(alphas, betas)

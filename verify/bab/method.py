@@ -110,7 +110,9 @@ def _relu_split_bab(net: Network, prop: Property, options: Options, falsifier: "
     rows = np.array(sorted({r for g in open_groups for r in g}))
     local = {r: i for i, r in enumerate(rows)}
     sub = make_root(net, box, spec.C[rows], spec.d[rows], hidden, options.device)
-    search = Search(sub, [tuple(local[r] for r in g) for g in open_groups], rows, settings, proof, falsifier.points, budget)
+    exact = lambda sp, row: _linear_minimizer(net, box, hidden, sp, spec.C[row], spec.d[row], options, budget)  # noqa: E731
+    search = Search(sub, [tuple(local[r] for r in g) for g in open_groups], rows, settings, proof, falsifier.points, budget,
+                    exact)
     start_params = Params([a[:, rows] for a in first.params.alphas], [b[:, rows] for b in first.params.betas])
     outcome = search.run(root_pool(search, start_params, first.lower[:, rows]))
     row_lower = root_lower.copy()
@@ -123,6 +125,22 @@ def _relu_split_bab(net: Network, prop: Property, options: Options, falsifier: "
     return MethodResult("bab", Verdict.UNKNOWN, bound, row_lower, time.perf_counter() - t0, _status(outcome.end),
                         f"{outcome.end.message}: {outcome.domains} domains bounded, {outcome.open_domains} still open",
                         extra=_stats(outcome))
+
+
+def _linear_minimizer(net: Network, box: InputBox, hidden: list, splits: list[np.ndarray], c: np.ndarray, d: float,
+                      options: Options, budget: Budget) -> np.ndarray | None:
+    """The LP minimizer of ``c^T f(x) + d`` on a region where every unstable neuron's sign is fixed
+    (the triangle LP with the split bounds is then exact); None if the LP has no solution."""
+    from verify.relax.lp import build_triangle_lp, lp_backend, margin_objective
+
+    clamped = [(np.where(s > 0, np.maximum(l, 0.0), l), np.where(s < 0, np.minimum(u, 0.0), u))
+               for (l, u), s in zip(hidden, splits)]
+    if any(np.any(l > u) for l, u in clamped):
+        return None
+    tri = build_triangle_lp(net, box, clamped)
+    cost, offset = margin_objective(net, tri, c, d)
+    sol = lp_backend("highs").solve_many(tri.lp, [cost], [offset], budget.limit(options.time_limit))[0]
+    return None if sol.x is None else sol.x[: net.in_dim]
 
 
 def _status(end: SearchEnd) -> SolverStatus:

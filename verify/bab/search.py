@@ -126,8 +126,9 @@ class Search:
     """One branch-and-bound run on a :class:`Root` (rows already restricted to the open groups)."""
 
     def __init__(self, root: Root, groups: list[tuple[int, ...]], global_rows: np.ndarray, settings: Settings,
-                 proof: ProofBuilder, is_counterexample, budget: Budget) -> None:  # type: ignore[no-untyped-def]
+                 proof: ProofBuilder, is_counterexample, budget: Budget, exact_point=None) -> None:  # type: ignore[no-untyped-def]
         self.root, self.settings, self.proof, self.budget = root, settings, proof, budget
+        self.exact_point = exact_point  # (splits per layer (n_k,) int8, global row) -> candidate input or None
         self.groups = Groups(groups, root.n_rows, root.C.device)
         self.global_rows = global_rows
         self.is_counterexample = is_counterexample
@@ -192,6 +193,9 @@ class Search:
                                        batch.proved, self.settings.candidates)
         if bool((layer < 0).any()):  # every neuron fixed and still open: nothing left to split here
             stuck = torch.nonzero(layer < 0).flatten()
+            cex = self._solve_stuck(batch.take(stuck))
+            if cex is not None:
+                return batch, cex
             self.stuck = batch.take(stuck) if self.stuck is None else self.stuck.cat(batch.take(stuck))
             ok = torch.nonzero(layer >= 0).flatten()
             batch, layer, neuron = batch.take(ok), layer[ok], neuron[ok]
@@ -219,6 +223,21 @@ class Search:
         children = Pool(splits, ca, cb, lower, proved, nodes)
         cex = self.is_counterexample(self.minimizers(bounded, proved, lower))
         return children, cex
+
+    def _solve_stuck(self, stuck: Pool) -> np.ndarray | None:
+        """Every neuron of these domains is fixed, so each is a linear program: its minimizer, when it
+        violates the property, is a counterexample."""
+        if self.exact_point is None:
+            return None
+        worst = torch.where(self.groups.open_rows(stuck.proved), stuck.lower, torch.full_like(stuck.lower, torch.inf)).argmin(dim=1)
+        for i in range(min(len(stuck), 16)):
+            if self.budget.expired():
+                break
+            x = self.exact_point([s[i].cpu().numpy() for s in stuck.splits], int(self.global_rows[int(worst[i])]))
+            cex = None if x is None else self.is_counterexample(x[None])
+            if cex is not None:
+                return cex
+        return None
 
     def close(self, splits: list[Tensor], bounded: Bounded, proved: Tensor, nodes: Tensor) -> Tensor:
         """Record closures for rows of unproved groups whose checked bound is > 0; returns the new ``proved``."""
