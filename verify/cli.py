@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
+        if not args.vnnlib:
+            for flag in ("proof", "check_proof", "out"):
+                if getattr(args, flag, None):
+                    raise UsageError(f"--{flag.replace('_', '-')} applies to --vnnlib runs")
+        elif args.results or args.resume:
+            raise UsageError("--results/--resume apply to data runs (--data); with --vnnlib the answer goes to --out")
         if args.vnnlib:
             from verify.cli_vnnlib import run_vnnlib
 

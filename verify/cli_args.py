@@ -27,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=20, help="number of inputs (default 20)")
     p.add_argument("--start", type=int, default=0, help="index of the first input (default 0)")
     p.add_argument("--vnnlib", default=None, help="verify one VNN-LIB property instead of a data set")
-    p.add_argument("--out", default=None, help="with --vnnlib: write the result (holds/violated/unknown) to this file")
+    p.add_argument("--out", default=None, help="with --vnnlib: write the result (holds/violated/unknown/timeout) to this file")
+    p.add_argument("--proof", default=None, help="with --vnnlib: save the checked branch-and-bound proof behind a 'holds' (.npz)")
+    p.add_argument("--check-proof", default=None, metavar="PROOF",
+                   help="with --vnnlib: re-check a saved proof for NET and SPEC (prints holds, or unknown and why; exit 1 if it does not check)")
     p.add_argument("--json", default=None, help="write the full report as JSON")
     p.add_argument("--report", default=None, help="write a self-contained HTML report with plots")
     p.add_argument("--results", default=None, help="results file, appended as each input finishes (default verify-runs/<model>-<time>.jsonl)")
