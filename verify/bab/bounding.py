@@ -19,6 +19,7 @@ evaluated once more in float64, together with a rigorous rounding allowance
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -169,7 +170,8 @@ class Bounded:
 
 
 def optimize(
-    root: Root, splits: list[Tensor], start: Params, open_rows: Tensor, steps: int, lr_alpha: float, lr_beta: float
+    root: Root, splits: list[Tensor], start: Params, open_rows: Tensor, steps: int, lr_alpha: float, lr_beta: float,
+    deadline: float | None = None,
 ) -> Bounded:
     """Optimize ``alpha``/``beta`` of ``D`` domains for ``steps`` Adam steps; keep the best per (domain, row).
 
@@ -177,6 +179,7 @@ def optimize(
         splits: per hidden layer ``(D, n_k)`` int8.
         start: initial parameters (e.g. the parent's), full width, float32.
         open_rows: ``(D, R)`` bool, the rows still to be proved (only they drive the optimization).
+        deadline: ``time.monotonic()`` value after which no further step is taken.
 
     Returns:
         :class:`Bounded`; ``lower`` is ``-inf`` where the float64 value is not finite.
@@ -186,34 +189,57 @@ def optimize(
     betas = [b.detach().to(f32).clone().requires_grad_() for b in start.betas]
     params = Params(alphas, betas)
     weight = open_rows.to(f32)
-    with torch.no_grad():
-        best = evaluate(root, splits, params, f32)
-    best_params = params.detach()
-    best_params = Params([a.clone() for a in best_params.alphas], [b.clone() for b in best_params.betas])
-    if steps > 0 and bool(open_rows.any()):
-        opt = torch.optim.Adam([{"params": alphas, "lr": lr_alpha}, {"params": betas, "lr": lr_beta}])
-        with torch.enable_grad():
-            for _ in range(steps):
-                opt.zero_grad(set_to_none=True)
-                val = evaluate(root, splits, params, f32)
-                (-(val * weight).sum()).backward()
-                opt.step()
-                with torch.no_grad():
-                    for a in alphas:
-                        a.clamp_(0.0, 1.0)
-                    for b in betas:
-                        b.clamp_(min=0.0)
-                    val = evaluate(root, splits, params, f32)
-                    better = val > best
-                    if bool(better.any()):
-                        best = torch.where(better, val, best)
-                        for ba, a in zip(best_params.alphas, alphas):
-                            ba[better] = a.detach()[better]
-                        for bb, b in zip(best_params.betas, betas):
-                            bb[better] = b.detach()[better]
-                    if bool(((best > 0) | ~open_rows).all()):
-                        break
+    best = torch.full(open_rows.shape, -torch.inf, dtype=f32, device=open_rows.device)
+    best_params = Params([a.detach().clone() for a in alphas], [b.detach().clone() for b in betas])
+    adam = ProjectedAdam([(a, lr_alpha, 0.0, 1.0) for a in alphas] + [(b, lr_beta, 0.0, None) for b in betas])
+    for step in range(steps + 1):
+        last = step == steps or (deadline is not None and time.monotonic() > deadline)
+        with torch.enable_grad() if not last else torch.no_grad():
+            val = evaluate(root, splits, params, f32)
+            with torch.no_grad():  # the value belongs to the parameters before this step's update
+                better = val.detach() > best
+                if bool(better.any()):
+                    best = torch.where(better, val.detach(), best)
+                    for ba, a in zip(best_params.alphas, alphas):
+                        ba[better] = a.detach()[better]
+                    for bb, b in zip(best_params.betas, betas):
+                        bb[better] = b.detach()[better]
+            if last or not bool(open_rows.any()) or bool(((best > 0) | ~open_rows).all()):
+                break
+            (-(val * weight).sum()).backward()
+        adam.step()
     return checked_bounds(root, splits, best_params)
+
+
+class ProjectedAdam:
+    """Adam (Kingma & Ba 2015) on a few tensors, each projected back onto ``[lo, hi]`` after a step.
+
+    Written out (a dozen lines) rather than ``torch.optim.Adam``, whose first use imports
+    ``torch._dynamo`` (seconds per process, which a one-property run pays in full).
+    """
+
+    def __init__(self, groups: list[tuple[Tensor, float, float | None, float | None]],
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.groups = groups
+        self.b1, self.b2, self.eps = betas[0], betas[1], eps
+        self.m = [torch.zeros_like(p) for p, *_ in groups]
+        self.v = [torch.zeros_like(p) for p, *_ in groups]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        for (p, lr, lo, hi), m, v in zip(self.groups, self.m, self.v):
+            if p.grad is None:
+                continue
+            g = p.grad
+            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-lr / c1)
+            if lo is not None or hi is not None:
+                p.clamp_(lo, hi)
+            p.grad = None
 
 
 def checked_bounds(root: Root, splits: list[Tensor], params: Params) -> Bounded:

@@ -115,7 +115,7 @@ class _Run:
         from verify.bab.method import settings_from
 
         spec, dev = prop.output, options.device
-        self.net, self.prop, self.options = net, prop, options
+        self.net, self.prop, self.options, self.budget = net, prop, options, budget
         self.settings = settings_from(options)
         self.chains = {dt: net.torch_chain(dt, dev) for dt in (torch.float32, torch.float64)}
         self.C = torch.as_tensor(spec.C, dtype=torch.float64, device=dev)
@@ -152,7 +152,7 @@ class _Run:
             params = Params([a.to(torch.float32) for a in alphas], params.betas)
         splits = [torch.zeros(n, w, dtype=torch.int8, device=lo.device) for w in root.widths]
         bounded = optimize(root, splits, params, self.groups.open_rows(proved), steps,
-                           self.settings.lr_alpha, self.settings.lr_beta)
+                           self.settings.lr_alpha, self.settings.lr_beta, self.budget.deadline)
         self.domains += n
         bound = torch.maximum(parent_bound, bounded.lower)
         proved = self._close(bounded, proved, nodes)

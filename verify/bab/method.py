@@ -88,7 +88,7 @@ def make_root(net: Network, box: InputBox, C: np.ndarray, d: np.ndarray, hidden:
 def _relu_split_bab(net: Network, prop: Property, options: Options, falsifier: "Falsifier", budget: Budget,
                     t0: float) -> MethodResult:
     spec, box = prop.output, prop.box
-    hidden = preactivation_bounds(net, box, "crown", options)[:-1]
+    hidden = preactivation_bounds(net, box, __import__("os").environ.get("BAB_ROOT", "crown"), options)[:-1]
     root = make_root(net, box, spec.C, spec.d, hidden, options.device)
     unstable = [np.flatnonzero(m.cpu().numpy()) for m in root.unstable()]
     proof = ProofBuilder(ProofKind.RELU_SPLIT, int(sum(u.size for u in unstable)))
@@ -96,7 +96,7 @@ def _relu_split_bab(net: Network, prop: Property, options: Options, falsifier: "
     m = spec.n_margins
     splits = [torch.zeros(1, w, dtype=torch.int8, device=options.device) for w in root.widths]
     first = optimize(root, splits, init_params(root, 1), torch.ones(1, m, dtype=torch.bool, device=options.device),
-                     ROOT_STEP_FACTOR * options.alpha_steps, options.alpha_lr, settings.lr_beta)
+                     ROOT_STEP_FACTOR * options.alpha_steps, options.alpha_lr, settings.lr_beta, budget.deadline)
     everything = Search(root, list(spec.groups), np.arange(m), settings, proof, falsifier.points, budget)
     proved = everything.close(splits, first, torch.zeros(1, len(spec.groups), dtype=torch.bool, device=options.device),
                                torch.zeros(1, dtype=torch.long, device=options.device))[0].cpu().numpy()

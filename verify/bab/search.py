@@ -214,7 +214,7 @@ class Search:
         child_params = Params([torch.cat([a, a]) for a in params.alphas], [torch.cat([b, b]) for b in params.betas])
         proved = torch.cat([batch.proved, batch.proved])
         bounded = optimize(self.root, splits, child_params, self.groups.open_rows(proved), self.settings.steps,
-                           self.settings.lr_alpha, self.settings.lr_beta)
+                           self.settings.lr_alpha, self.settings.lr_beta, self.budget.deadline)
         self.domains += 2 * d
         lower = torch.maximum(torch.cat([batch.lower, batch.lower]), bounded.lower)
         nodes = torch.as_tensor(np.concatenate([minus, plus]), device=lower.device)
