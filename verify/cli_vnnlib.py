@@ -1,7 +1,7 @@
 """``verify NET --vnnlib SPEC``: one VNN-COMP property, answered holds / violated / unknown (or timeout).
 
 Methods run cheapest first and stop at the first decisive answer; by default a short attack, CROWN,
-alpha-CROWN, then branch and bound (``bab``) with the rest of the time. ``--timeout`` is the whole
+then branch and bound (``bab``, whose root is alpha-CROWN) with the rest of the time. ``--timeout`` is the whole
 wall time of the run (VNN-COMP semantics): each method gets what is left, and a watchdog writes
 ``timeout`` and ends the process should anything overrun it. The result file (``--out``) follows the
 VNN-COMP convention: the first line is ``holds``, ``violated``, ``unknown`` or ``timeout``; after
@@ -28,7 +28,8 @@ from verify.cli_run import load
 from verify.methods import run_method
 from verify.results import MethodResult, Verdict
 
-VNNLIB_DEFAULT_METHODS = ("attack", "crown", "alpha-crown", "bab")
+#: the cascade; bab's root is alpha-CROWN (every layer's slopes optimized), so it is not run twice
+VNNLIB_DEFAULT_METHODS = ("attack", "crown", "bab")
 #: seconds kept back from --timeout for writing the answer and leaving
 RESERVE_S = 0.5
 
@@ -66,10 +67,6 @@ def run_vnnlib(args: argparse.Namespace) -> int:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    for flag in ("out", "proof"):
-        path = getattr(args, flag, None)
-        if path and not Path(path).resolve().parent.is_dir():
-            raise UsageError(f"--{flag}: folder {Path(path).parent} does not exist")
     if getattr(args, "check_proof", None) and not Path(args.check_proof).is_file():
         raise UsageError(f"--check-proof: {args.check_proof} does not exist")
 

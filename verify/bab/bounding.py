@@ -25,7 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from verify.bounds.adam import ProjectedAdam
 from verify.bounds.crown import backward_lower, relu_relaxation
+from verify.rounding import SAFETY, chain_gamma
 
 #: alpha is stored in the proof as ``round(255 alpha)`` (uint8)
 ALPHA_LEVELS = 255
@@ -118,9 +120,8 @@ def magnitude(root: Root, splits: list[Tensor], params: Params) -> Tensor:
     The back-substitution is evaluated once more with every quantity replaced by its absolute value
     (slopes by 1, the upper line's offset by ``|offset|``), giving the sum ``S`` of the magnitudes of all
     terms; the float64 error of the bound is at most ``gamma_K S`` with ``K`` the longest chain of
-    roundings (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., Lemma 3.3 and 3.5). We
-    return ``4 gamma_K S`` (a factor 2 for sign decisions taken on rounded coefficients, as in
-    :func:`verify.bounds.margins.rounding_slack`) plus the float64 network's own forward error.
+    roundings (:mod:`verify.rounding`). We return ``2 SAFETY gamma_K S`` (another factor 2 for sign
+    decisions taken on rounded coefficients) plus the float64 network's own forward error.
     """
     chain = root.chains[torch.float64]
     bounds = domain_bounds(root, splits, torch.float64)
@@ -140,13 +141,8 @@ def magnitude(root: Root, splits: list[Tensor], params: Params) -> Tensor:
     const = const + M @ b.abs()
     xmax = torch.maximum(root.lower.abs(), root.upper.abs())  # (1 or D, in_dim)
     total = const + ((M @ w.abs()) * xmax[:, None, :]).sum(dim=2)
-    return 4.0 * _gamma(chain) * total + root.forward_err
-
-
-def _gamma(chain: list[tuple[Tensor, Tensor]]) -> float:
-    u = torch.finfo(torch.float64).eps / 2
-    K = sum(int(w.shape[1]) for w, _ in chain) + int(chain[-1][0].shape[0]) + 4 * len(chain)
-    return K * u / (1 - K * u)
+    dims = [int(w.shape[1]) for w, _ in chain] + [int(chain[-1][0].shape[0])]
+    return 2.0 * SAFETY * chain_gamma(dims, len(chain)) * total + root.forward_err
 
 
 def init_params(root: Root, n: int, dtype: torch.dtype = torch.float32) -> Params:
@@ -209,37 +205,6 @@ def optimize(
             (-(val * weight).sum()).backward()
         adam.step()
     return checked_bounds(root, splits, best_params)
-
-
-class ProjectedAdam:
-    """Adam (Kingma & Ba 2015) on a few tensors, each projected back onto ``[lo, hi]`` after a step.
-
-    Written out (a dozen lines) rather than ``torch.optim.Adam``, whose first use imports
-    ``torch._dynamo`` (seconds per process, which a one-property run pays in full).
-    """
-
-    def __init__(self, groups: list[tuple[Tensor, float, float | None, float | None]],
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.groups = groups
-        self.b1, self.b2, self.eps = betas[0], betas[1], eps
-        self.m = [torch.zeros_like(p) for p, *_ in groups]
-        self.v = [torch.zeros_like(p) for p, *_ in groups]
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.t += 1
-        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
-        for (p, lr, lo, hi), m, v in zip(self.groups, self.m, self.v):
-            if p.grad is None:
-                continue
-            g = p.grad
-            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
-            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-lr / c1)
-            if lo is not None or hi is not None:
-                p.clamp_(lo, hi)
-            p.grad = None
 
 
 def checked_bounds(root: Root, splits: list[Tensor], params: Params) -> Bounded:

@@ -22,7 +22,7 @@ from verify.bab.search import Groups, Outcome, SearchEnd
 from verify.bounds.crown import crown_bounds
 from verify.bounds.margins import layer_slack
 from verify.budget import Budget
-from verify.certificate import float_forward_allowance
+from verify.rounding import forward_allowance as float_forward_allowance
 from verify.network import Network
 from verify.options import Options
 from verify.results import MethodResult, SolverStatus, Verdict, group_bound

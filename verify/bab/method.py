@@ -26,7 +26,7 @@ from verify.bab.proof_check import check_proof
 from verify.bab.search import Outcome, Search, SearchEnd, Settings, root_pool
 from verify.bounds import preactivation_bounds
 from verify.budget import Budget
-from verify.certificate import float_forward_allowance
+from verify.rounding import forward_allowance as float_forward_allowance
 from verify.network import Network
 from verify.options import Options
 from verify.results import MethodResult, SolverStatus, Verdict, group_bound
@@ -88,7 +88,8 @@ def make_root(net: Network, box: InputBox, C: np.ndarray, d: np.ndarray, hidden:
 def _relu_split_bab(net: Network, prop: Property, options: Options, falsifier: "Falsifier", budget: Budget,
                     t0: float) -> MethodResult:
     spec, box = prop.output, prop.box
-    hidden = preactivation_bounds(net, box, __import__("os").environ.get("BAB_ROOT", "crown"), options)[:-1]
+    proved_bounds = preactivation_bounds(net, box, "alpha-crown", options)
+    hidden = list(proved_bounds[:-1])
     root = make_root(net, box, spec.C, spec.d, hidden, options.device)
     unstable = [np.flatnonzero(m.cpu().numpy()) for m in root.unstable()]
     proof = ProofBuilder(ProofKind.RELU_SPLIT, int(sum(u.size for u in unstable)))
@@ -106,7 +107,7 @@ def _relu_split_bab(net: Network, prop: Property, options: Options, falsifier: "
     root_lower = first.lower[0].cpu().numpy()
     open_groups = [g for g, done in zip(spec.groups, proved) if not done]
     if not open_groups:
-        return _finish(net, prop, proof, unstable, None, root_lower, t0, "proved at the root")
+        return _finish(net, prop, proof, unstable, proved_bounds.proof, None, root_lower, t0, "proved at the root")
     rows = np.array(sorted({r for g in open_groups for r in g}))
     local = {r: i for i, r in enumerate(rows)}
     sub = make_root(net, box, spec.C[rows], spec.d[rows], hidden, options.device)
@@ -120,7 +121,7 @@ def _relu_split_bab(net: Network, prop: Property, options: Options, falsifier: "
     if outcome.end is SearchEnd.FALSIFIED:
         return _falsified(spec, net, outcome.counterexample, t0, f"counterexample found after {outcome.domains} domains")
     if outcome.end is SearchEnd.PROVED:
-        return _finish(net, prop, proof, unstable, outcome, row_lower, t0, f"{outcome.domains} domains")
+        return _finish(net, prop, proof, unstable, proved_bounds.proof, outcome, row_lower, t0, f"{outcome.domains} domains")
     bound = min(group_bound(spec.groups, root_lower), outcome.global_lower)
     return MethodResult("bab", Verdict.UNKNOWN, bound, row_lower, time.perf_counter() - t0, _status(outcome.end),
                         f"{outcome.end.message}: {outcome.domains} domains bounded, {outcome.open_domains} still open",
@@ -153,11 +154,11 @@ def _stats(outcome: Outcome | None) -> dict:
     return {"domains": outcome.domains, "rounds": outcome.rounds, "open_domains": outcome.open_domains}
 
 
-def _finish(net: Network, prop: Property, builder: ProofBuilder, unstable: list[np.ndarray], outcome: Outcome | None,
-            row_lower: np.ndarray, t0: float, what: str) -> MethodResult:
+def _finish(net: Network, prop: Property, builder: ProofBuilder, unstable: list[np.ndarray], root_bounds,  # type: ignore[no-untyped-def]
+            outcome: Outcome | None, row_lower: np.ndarray, t0: float, what: str) -> MethodResult:
     """Build the proof, check it independently, and report CERTIFIED only if it checks."""
     spec, box = prop.output, prop.box
-    proof = builder.build(net.digest(), box.lower, box.upper, spec.C, spec.d, spec.groups, tuple(unstable))
+    proof = builder.build(net.digest(), box.lower, box.upper, spec.C, spec.d, spec.groups, tuple(unstable), root_bounds)
     return checked_result(net, prop, proof, row_lower, outcome, t0, what)
 
 

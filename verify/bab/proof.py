@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from verify.bounds_proof import BoundsProof, SlopeProof
+
 FORMAT = "verify-bab-proof"
 VERSION = 1
 
@@ -53,6 +55,8 @@ class Proof:
         closure_node, closure_row: ``(K,)`` which node and spec row each closure proves.
         closure_alpha: ``(K, S)`` uint8 slopes; closure_beta: flat float32 betas, closure ``k`` owning
             ``closure_beta[beta_offset[k]:beta_offset[k+1]]``.
+        root_bounds: ReLU splits: how the root's pre-activation bounds were tightened (alpha-CROWN
+            slopes); the checker replays it on its own bounds (:func:`verify.bounds_check.confirmed_bounds`).
     """
 
     kind: ProofKind
@@ -73,6 +77,7 @@ class Proof:
     closure_alpha: np.ndarray
     closure_beta: np.ndarray
     beta_offset: np.ndarray
+    root_bounds: BoundsProof = field(default_factory=BoundsProof)
 
     @property
     def n_nodes(self) -> int:
@@ -133,7 +138,8 @@ class ProofBuilder:
         return int(sum(a.size for a in self.c_node))
 
     def build(self, network_hash: str, lower: np.ndarray, upper: np.ndarray, C: np.ndarray, d: np.ndarray,
-              groups: tuple[tuple[int, ...], ...], unstable: tuple[np.ndarray, ...]) -> Proof:
+              groups: tuple[tuple[int, ...], ...], unstable: tuple[np.ndarray, ...],
+              root_bounds: BoundsProof | None = None) -> Proof:
         cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
         lens = cat(self.c_beta_len, np.int64)
         alpha = np.concatenate(self.c_alpha) if self.c_alpha else np.zeros((0, self.n_slopes), np.uint8)
@@ -144,7 +150,7 @@ class ProofBuilder:
             np.array(self.parent, np.int64), np.array(self.layer, np.int64), np.array(self.neuron, np.int64),
             np.array(self.sign, np.int8), np.array(self.value, np.float64),
             cat(self.c_node, np.int64), cat(self.c_row, np.int64), alpha, cat(self.c_beta, np.float32),
-            np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+            np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), root_bounds or BoundsProof(),
         )
 
 
@@ -158,6 +164,13 @@ def save_proof(proof: Proof, path: str | Path) -> None:
             "groups": [list(g) for g in proof.groups]}
     arrays = {name: getattr(proof, name) for name in _ARRAYS}
     arrays.update({f"unstable_{k}": u for k, u in enumerate(proof.unstable)})
+    meta["root_bounds"] = {"source": proof.root_bounds.source, "steps": []}
+    for i, step in enumerate(proof.root_bounds.steps):
+        if not isinstance(step, SlopeProof):
+            raise ProofError(f"cannot save a root-bounds step of kind {type(step).__name__}")
+        meta["root_bounds"]["steps"].append({"layer": int(step.layer), "given": [a is not None for a in step.slopes]})
+        arrays[f"rb{i}_rows"] = np.asarray(step.rows, np.int64)
+        arrays.update({f"rb{i}_slope{j}": np.asarray(a, np.float64) for j, a in enumerate(step.slopes) if a is not None})
     with open(path, "wb") as fh:
         np.savez_compressed(fh, meta=np.array(json.dumps(meta)), **arrays)
 
@@ -174,9 +187,16 @@ def load_proof(path: str | Path) -> Proof:
             arrays = {name: z[name] for name in _ARRAYS}
             n_layers = sum(1 for k in z.files if k.startswith("unstable_"))
             unstable = tuple(z[f"unstable_{k}"] for k in range(n_layers))
+            rb = meta.get("root_bounds", {"source": "crown", "steps": []})
+            steps = tuple(
+                SlopeProof(int(st["layer"]), z[f"rb{i}_rows"],
+                           tuple(z[f"rb{i}_slope{j}"] if given else None for j, given in enumerate(st["given"])))
+                for i, st in enumerate(rb["steps"])
+            )
+            root_bounds = BoundsProof(str(rb["source"]), steps)
     except ProofError:
         raise
     except (OSError, ValueError, KeyError, EOFError) as err:
         raise ProofError(f"cannot read proof {path}: {err}") from None
     return Proof(ProofKind(meta["kind"]), str(meta["network_hash"]), groups=tuple(tuple(int(i) for i in g) for g in meta["groups"]),
-                 unstable=unstable, **arrays)
+                 unstable=unstable, root_bounds=root_bounds, **arrays)

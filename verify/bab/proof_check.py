@@ -12,8 +12,9 @@ slope in [0, 1] gives a valid lower line; and for ``beta >= 0`` the term ``-beta
 ``<= 0`` on the region, so adding it can only lower the objective there while the minimum is then
 taken over the whole box (a superset). Rounding: the back-substitution is repeated on absolute values
 to get the sum ``S`` of all magnitudes; ``4 gamma_K S`` bounds the float64 error (Higham, Accuracy and
-Stability of Numerical Algorithms, 2nd ed., Lemmas 3.3-3.5; factor 2 for sign decisions on rounded
-coefficients), and :func:`verify.certificate.float_forward_allowance` covers the float64 network.
+Stability of Numerical Algorithms, 2nd ed., Lemmas 3.3-3.5; see :mod:`verify.rounding`: the safety
+factor, and another 2 for sign decisions on rounded coefficients), and
+:func:`verify.rounding.forward_allowance` covers the float64 network.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import numpy as np
 
 from verify.bab.proof import Proof, ProofKind
 from verify.bounds_check import confirmed_bounds
-from verify.certificate import float_forward_allowance
+from verify.lp_dual import CertificateError
+from verify.rounding import SAFETY, chain_gamma
+from verify.rounding import forward_allowance as float_forward_allowance
 from verify.network import Network
 from verify.spec import InputBox, Property
 
-_UNIT = np.finfo(np.float64).eps / 2
 #: closures are recomputed in batches of this many
 _BATCH = 512
 
@@ -54,7 +56,10 @@ def check_proof(net: Network, prop: Property, proof: Proof) -> ProofCheck:
     problem = _bad_children(proof, children)
     if problem:
         return ProofCheck(False, problem)
-    bounds = _closure_bounds(net, prop.box, proof)
+    try:
+        bounds = _closure_bounds(net, prop.box, proof)
+    except CertificateError as err:
+        return ProofCheck(False, f"the root's bounds do not re-derive: {err}")
     valid = bounds > 0  # NaN never; +inf only for an empty input-split region
     closed = _closed_groups(proof, valid)
     leaves = [v for v in range(proof.n_nodes) if not children[v]]
@@ -175,7 +180,7 @@ def _closure_bounds(net: Network, box: InputBox, proof: Proof) -> np.ndarray:
     out = np.full(k, -np.inf)
     if proof.kind is ProofKind.RELU_SPLIT:
         inf = tuple(np.full(w, np.inf) for w in net.hidden_dims)
-        lows, highs = confirmed_bounds(net, box, tuple(-a for a in inf), inf)
+        lows, highs = confirmed_bounds(net, box, tuple(-a for a in inf), inf, proof.root_bounds)
         allowance = float_forward_allowance(net, box, highs, proof.C)
         for start in range(0, k, _BATCH):
             ix = np.arange(start, min(k, start + _BATCH))
@@ -277,7 +282,6 @@ def _back_substitute(net, box_lo, box_hi, lows, highs, splits, alphas, betas, C,
     mid, rad = (box_hi + box_lo) / 2, (box_hi - box_lo) / 2
     value = const + np.sum(G * mid, axis=1) - np.sum(np.abs(G) * rad, axis=1)
     total = Mc + (M @ np.abs(w)) @ np.maximum(np.abs(box_lo), np.abs(box_hi))[0]
-    K = net.in_dim + sum(net.hidden_dims) + net.out_dim + 4 * len(net.layers)
-    gamma = K * _UNIT / (1.0 - K * _UNIT)
-    out = value - 4.0 * gamma * total
+    gamma = chain_gamma([net.in_dim, *net.hidden_dims, net.out_dim], len(net.layers))
+    out = value - 2.0 * SAFETY * gamma * total
     return np.where(np.isfinite(out), out, -np.inf)
