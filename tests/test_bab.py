@@ -107,10 +107,16 @@ def test_tampered_proofs_are_refused():
                                     proof.beta_offset[leaf_closures[0] + 2:] - (proof.beta_offset[leaf_closures[0] + 1] - proof.beta_offset[leaf_closures[0]])]),
     )
     assert not check_proof(net, prop, drop).ok
-    orphan = dataclasses.replace(proof, parent=np.where(np.arange(proof.n_nodes) == proof.n_nodes - 1, 0, proof.parent))
-    assert not check_proof(net, prop, orphan).ok  # node 0 now has three children
-    same_sign = dataclasses.replace(proof, split_sign=np.where(np.arange(proof.n_nodes) == 1, proof.split_sign[2], proof.split_sign))
+    first, second = (int(v) for v in np.flatnonzero(proof.parent >= 0)[:2])  # the two children of one split
+    assert proof.parent[first] == proof.parent[second]
+    orphan = dataclasses.replace(proof, parent=np.where(np.arange(proof.n_nodes) == proof.n_nodes - 1,
+                                                        proof.parent[first], proof.parent))
+    assert not check_proof(net, prop, orphan).ok  # that node now has three children
+    same_sign = dataclasses.replace(proof, split_sign=np.where(np.arange(proof.n_nodes) == first,
+                                                               proof.split_sign[second], proof.split_sign))
     assert not check_proof(net, prop, same_sign).ok  # the two children no longer cover their parent
+    cut = dataclasses.replace(proof, parent=np.where(np.arange(proof.n_nodes) == first, -1, proof.parent))
+    assert not check_proof(net, prop, cut).ok  # a subtree made a tree of its own does not cover the box
     wider = Property(InputBox(prop.box.lower, np.minimum(prop.box.upper + 0.01, 1.0)), prop.output)
     assert not check_proof(net, wider, proof).ok
     other = random_network(99, (12, 16, 16, 3))

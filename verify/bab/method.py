@@ -108,24 +108,33 @@ def _relu_split_bab(net: Network, prop: Property, options: Options, falsifier: "
     open_groups = [g for g, done in zip(spec.groups, proved) if not done]
     if not open_groups:
         return _finish(net, prop, proof, unstable, proved_bounds.proof, None, root_lower, t0, "proved at the root")
-    rows = np.array(sorted({r for g in open_groups for r in g}))
-    local = {r: i for i, r in enumerate(rows)}
-    sub = make_root(net, box, spec.C[rows], spec.d[rows], hidden, options.device)
+    # one tree per open group, hardest (smallest root bound) first: a group that cannot be proved ends it
+    open_groups.sort(key=lambda g: max(root_lower[list(g)]))
     exact = lambda sp, row: _linear_minimizer(net, box, hidden, sp, spec.C[row], spec.d[row], options, budget)  # noqa: E731
-    search = Search(sub, [tuple(local[r] for r in g) for g in open_groups], rows, settings, proof, falsifier.points, budget,
-                    exact)
-    start_params = Params([a[:, rows] for a in first.params.alphas], [b[:, rows] for b in first.params.betas])
-    outcome = search.run(root_pool(search, start_params, first.lower[:, rows]))
-    row_lower = root_lower.copy()
-    row_lower[rows] = np.maximum(root_lower[rows], outcome.row_lower)
-    if outcome.end is SearchEnd.FALSIFIED:
-        return _falsified(spec, net, outcome.counterexample, t0, f"counterexample found after {outcome.domains} domains")
-    if outcome.end is SearchEnd.PROVED:
-        return _finish(net, prop, proof, unstable, proved_bounds.proof, outcome, row_lower, t0, f"{outcome.domains} domains")
-    bound = min(group_bound(spec.groups, root_lower), outcome.global_lower)
-    return MethodResult("bab", Verdict.UNKNOWN, bound, row_lower, time.perf_counter() - t0, _status(outcome.end),
-                        f"{outcome.end.message}: {outcome.domains} domains bounded, {outcome.open_domains} still open",
-                        extra=_stats(outcome))
+    row_lower, totals = root_lower.copy(), Outcome(SearchEnd.PROVED, None, np.inf, root_lower, 0, 0, 0)
+    for group in open_groups:
+        rows = np.array(group)
+        sub = make_root(net, box, spec.C[rows], spec.d[rows], hidden, options.device)
+        search = Search(sub, [tuple(range(rows.size))], rows, settings, proof, falsifier.points, budget, exact)
+        start_params = Params([a[:, rows] for a in first.params.alphas], [b[:, rows] for b in first.params.betas])
+        outcome = search.run(root_pool(search, start_params, first.lower[:, rows], proof.add_root()))
+        row_lower[rows] = np.maximum(root_lower[rows], outcome.row_lower)
+        totals = _add(totals, outcome)
+        if outcome.end is SearchEnd.FALSIFIED:
+            return _falsified(spec, net, outcome.counterexample, t0, f"counterexample found after {totals.domains} domains")
+        if outcome.end is not SearchEnd.PROVED:
+            bound = min(group_bound(spec.groups, root_lower), outcome.global_lower)
+            left = len(open_groups) - open_groups.index(group) - 1
+            return MethodResult("bab", Verdict.UNKNOWN, bound, row_lower, time.perf_counter() - t0, _status(outcome.end),
+                                f"{outcome.end.message}: {totals.domains} domains bounded, {outcome.open_domains} still open "
+                                f"(group {spec.groups.index(group)}; {left} more groups not tried)", extra=_stats(totals))
+    return _finish(net, prop, proof, unstable, proved_bounds.proof, totals, row_lower, t0, f"{totals.domains} domains")
+
+
+def _add(a: Outcome, b: Outcome) -> Outcome:
+    """Counts of two searches added (for the report)."""
+    return Outcome(b.end, b.counterexample, min(a.global_lower, b.global_lower), b.row_lower, a.domains + b.domains,
+                   b.open_domains, a.rounds + b.rounds)
 
 
 def _linear_minimizer(net: Network, box: InputBox, hidden: list, splits: list[np.ndarray], c: np.ndarray, d: float,

@@ -1,8 +1,10 @@
 """Branch-and-bound proofs: the split tree and, per closed (node, margin row), the parameters of its bound.
 
-A proof says: every point of the input box lies in some leaf of the tree (each internal node has two
-children whose regions cover it), and along every root-to-leaf path each group of the output spec
-has a row whose bound, recomputed at some node of the path from the stored parameters, is > 0.
+A proof is a forest of split trees over the input box. In each tree every point of the box lies in
+some leaf (each internal node has two children whose regions cover it); a tree proves a group of the
+output spec when along every root-to-leaf path some row of the group has a bound, recomputed at a
+node of the path from the stored parameters, that is > 0. The trees together must prove every group
+(the search builds one tree per group it has to branch on).
 
 Two kinds of tree:
 
@@ -51,7 +53,7 @@ class Proof:
         lower, upper: the input box ``(in_dim,)``; C, d, groups: the output spec it proves.
         unstable: ReLU splits: per hidden layer the neuron indices whose slopes a closure stores.
         parent, split_layer, split_neuron, split_sign, split_value: one entry per node (node 0 is the
-            root, with parent -1).
+            root of the first tree; every tree root has parent -1).
         closure_node, closure_row: ``(K,)`` which node and spec row each closure proves.
         closure_alpha: ``(K, S)`` uint8 slopes; closure_beta: flat float32 betas, closure ``k`` owning
             ``closure_beta[beta_offset[k]:beta_offset[k+1]]``.
@@ -106,6 +108,15 @@ class ProofBuilder:
     c_alpha: list[np.ndarray] = field(default_factory=list)
     c_beta: list[np.ndarray] = field(default_factory=list)
     c_beta_len: list[np.ndarray] = field(default_factory=list)
+
+    def add_root(self) -> int:
+        """A new tree (covering the whole box again, e.g. for another group); returns its root node."""
+        self.parent.append(-1)
+        self.layer.append(-1)
+        self.neuron.append(-1)
+        self.sign.append(0)
+        self.value.append(0.0)
+        return len(self.parent) - 1
 
     def add_children(self, parents: np.ndarray, layers: np.ndarray, neurons: np.ndarray,
                      values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -48,7 +48,12 @@ class ProofCheck:
 
 
 def check_proof(net: Network, prop: Property, proof: Proof) -> ProofCheck:
-    """Check that ``proof`` proves ``prop`` (its box and output spec, exactly) for ``net``."""
+    """Check that ``proof`` proves ``prop`` (its box and output spec, exactly) for ``net``.
+
+    The proof is a forest: each tree (a node with parent -1 and its descendants) covers the whole box,
+    and proves the groups that are closed on the path to every one of its leaves; the property holds
+    when the trees together prove every group.
+    """
     problem = _mismatch(net, prop, proof) or _malformed(net, proof)
     if problem:
         return ProofCheck(False, problem)
@@ -62,18 +67,30 @@ def check_proof(net: Network, prop: Property, proof: Proof) -> ProofCheck:
         return ProofCheck(False, f"the root's bounds do not re-derive: {err}")
     valid = bounds > 0  # NaN never; +inf only for an empty input-split region
     closed = _closed_groups(proof, valid)
-    leaves = [v for v in range(proof.n_nodes) if not children[v]]
-    open_leaves = [v for v in leaves if not closed[v].all()]
+    tree = _tree_of(proof)
+    leaves = np.array([not kids for kids in children])
+    proved = np.zeros(len(proof.groups), dtype=bool)
+    for root in np.flatnonzero(proof.parent < 0):
+        in_tree = leaves & (tree == root)
+        proved |= closed[in_tree].all(axis=0)
     finite = valid & np.isfinite(bounds)
     smallest = float(bounds[finite].min()) if finite.any() else float("nan")
-    stats = dict(n_nodes=proof.n_nodes, n_leaves=len(leaves), n_closures=int(bounds.size), smallest_bound=smallest)
-    if open_leaves:
-        v = open_leaves[0]
-        g = int(np.flatnonzero(~closed[v])[0])
-        return ProofCheck(False, f"{len(open_leaves)} leaves not proved (e.g. node {v}, group {g}); "
-                                 f"{int(np.sum(~valid))} of {bounds.size} closures did not re-check", **stats)
-    return ProofCheck(True, f"proof checks: {len(leaves)} leaves, {bounds.size} closures re-derived, "
-                            f"smallest closing bound {smallest:.3g}", **stats)
+    stats = dict(n_nodes=proof.n_nodes, n_leaves=int(leaves.sum()), n_closures=int(bounds.size), smallest_bound=smallest)
+    if not proved.all():
+        g = int(np.flatnonzero(~proved)[0])
+        return ProofCheck(False, f"{int(np.sum(~proved))} of {proved.size} groups not proved on every leaf of any tree "
+                                 f"(e.g. group {g}); {int(np.sum(~valid))} of {bounds.size} closures did not re-check", **stats)
+    return ProofCheck(True, f"proof checks: {int(leaves.sum())} leaves in {int(np.sum(proof.parent < 0))} trees, "
+                            f"{bounds.size} closures re-derived, smallest closing bound {smallest:.3g}", **stats)
+
+
+def _tree_of(proof: Proof) -> np.ndarray:
+    """``(n_nodes,)``: the root node of each node's tree (parents come first)."""
+    tree = np.arange(proof.n_nodes)
+    for v in range(proof.n_nodes):
+        if proof.parent[v] >= 0:
+            tree[v] = tree[proof.parent[v]]
+    return tree
 
 
 def _mismatch(net: Network, prop: Property, proof: Proof) -> str:
@@ -97,13 +114,13 @@ def _malformed(net: Network, proof: Proof) -> str:
     arrays = (proof.split_layer, proof.split_neuron, proof.split_sign, proof.split_value)
     if any(a.shape != (n,) for a in arrays):
         return "the proof's node arrays have different lengths"
-    idx = np.arange(1, n)
-    if np.any(proof.parent[1:] < 0) or np.any(proof.parent[1:] >= idx):
+    split = proof.parent >= 0  # every node but the trees' roots
+    if np.any(proof.parent < -1) or np.any(proof.parent >= np.arange(n)):
         return "the proof's tree is not ordered parent-before-child"
-    if np.any(np.abs(proof.split_sign[1:]) != 1):
+    if np.any(np.abs(proof.split_sign[split]) != 1):
         return "a split sign is not +1 or -1"
     if proof.kind is ProofKind.RELU_SPLIT:
-        lay, neu = proof.split_layer[1:], proof.split_neuron[1:]
+        lay, neu = proof.split_layer[split], proof.split_neuron[split]
         if np.any(lay < 0) or np.any(lay >= len(widths)):
             return "a split names a layer the network does not have"
         if np.any(neu < 0) or np.any(neu >= np.array(widths)[np.clip(lay, 0, len(widths) - 1)]):
@@ -114,7 +131,7 @@ def _malformed(net: Network, proof: Proof) -> str:
             return "the proof's slope positions do not fit the network"
         n_slopes = int(sum(u.size for u in proof.unstable))
     else:
-        dim = proof.split_neuron[1:]
+        dim = proof.split_neuron[split]
         if np.any(dim < 0) or np.any(dim >= net.in_dim) or not np.all(np.isfinite(proof.split_value)):
             return "an input split names a coordinate the network does not have"
         n_slopes = int(sum(widths))
@@ -132,8 +149,9 @@ def _malformed(net: Network, proof: Proof) -> str:
 
 def _children(proof: Proof) -> list[list[int]]:
     out: list[list[int]] = [[] for _ in range(proof.n_nodes)]
-    for v in range(1, proof.n_nodes):
-        out[int(proof.parent[v])].append(v)
+    for v in range(proof.n_nodes):
+        if proof.parent[v] >= 0:
+            out[int(proof.parent[v])].append(v)
     return out
 
 
@@ -161,14 +179,15 @@ def _closed_groups(proof: Proof, valid: np.ndarray) -> np.ndarray:
     hit = valid
     own[proof.closure_node[hit], row_group[proof.closure_row[hit]]] = True
     closed = own.copy()
-    for v in range(1, proof.n_nodes):  # parents come first
-        closed[v] |= closed[proof.parent[v]]
+    for v in range(proof.n_nodes):  # parents come first
+        if proof.parent[v] >= 0:
+            closed[v] |= closed[proof.parent[v]]
     return closed
 
 
 def _path_splits(proof: Proof, v: int) -> list[tuple[int, int, int, float]]:
     out = []
-    while v > 0:
+    while proof.parent[v] >= 0:
         out.append((int(proof.split_layer[v]), int(proof.split_neuron[v]), int(proof.split_sign[v]), float(proof.split_value[v])))
         v = int(proof.parent[v])
     return out[::-1]

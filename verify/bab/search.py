@@ -293,13 +293,13 @@ class Search:
         return Outcome(end, cex, glob, row_lower.cpu().numpy(), self.domains, len(pool), self.rounds)
 
 
-def root_pool(search: Search, params: Params, lower: Tensor) -> Pool:
-    """The pool holding only the root domain (no splits)."""
+def root_pool(search: Search, params: Params, lower: Tensor, node: int = 0) -> Pool:
+    """The pool holding only the root domain (no splits), proof node ``node``."""
     dev = lower.device
     splits = [torch.zeros(1, w, dtype=torch.int8, device=dev) for w in search.root.widths]
     ca, cb = search.compact(params)
     proved = torch.zeros(1, search.groups.member.shape[0], dtype=torch.bool, device=dev)
-    return Pool(splits, ca, cb, lower, proved, torch.zeros(1, dtype=torch.long, device=dev))
+    return Pool(splits, ca, cb, lower, proved, torch.full((1,), node, dtype=torch.long, device=dev))
 
 
 __all__ = ["Outcome", "Pool", "Search", "SearchEnd", "Settings", "root_pool", "evaluate"]
