@@ -37,6 +37,8 @@ class Options:
     sdp_triangle: bool = _field(False, "add the triangle (LP) cuts to the SDP")
     sdp_workers: int = _field(1, "processes solving the SDP margins of one input in parallel, one core each")
     bab_batch: int = _field(256, "branch and bound: domains split per round (both children of each are bounded together)")
+    bab_steps: int = _field(8, "branch and bound: Adam steps on the slopes and split multipliers of each new domain "
+                            "(warm-started from its parent)")
     bab_split: str = _field("auto", "what branch and bound splits: unstable ReLUs, the input box, or auto (the input "
                             "box when it has at most 16 non-degenerate coordinates)", choices=BAB_SPLITS)
     time_limit: float = _field(60.0, "seconds per margin for LP/SDP/MILP solves; the best sound bound so far is kept")
@@ -59,7 +61,7 @@ class Options:
         _choice("sdp_backend", self.sdp_backend, SDP_BACKENDS)
         _choice("dtype", self.dtype, DTYPES)
         _choice("bab_split", self.bab_split, BAB_SPLITS)
-        for name in ("alpha_steps", "sdp_iterations", "attack_steps", "attack_restarts"):
+        for name in ("alpha_steps", "bab_steps", "sdp_iterations", "attack_steps", "attack_restarts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.bab_batch < 1:

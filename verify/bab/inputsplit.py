@@ -73,7 +73,7 @@ def input_split_bab(net: Network, prop: Property, options: Options, falsifier, b
     root_node = torch.zeros(1, dtype=torch.long, device=dev)
     proved0 = torch.zeros(1, len(spec.groups), dtype=torch.bool, device=dev)
     pool, cex = run.bound(lo, hi, None, torch.full((1, spec.n_margins), -torch.inf, dtype=torch.float64, device=dev),
-                          proved0, root_node, falsifier, steps=3 * settings_from(options).steps)
+                          proved0, root_node, falsifier, steps=options.alpha_steps)
     end = SearchEnd.PROVED
     while cex is None and len(pool):
         if budget.expired():

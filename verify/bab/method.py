@@ -73,7 +73,7 @@ def _input_split_wanted(box: InputBox) -> bool:
 
 
 def settings_from(options: Options) -> Settings:
-    return Settings(batch=options.bab_batch, steps=options.alpha_steps, lr_alpha=options.alpha_lr)
+    return Settings(batch=options.bab_batch, steps=options.bab_steps, lr_alpha=options.alpha_lr)
 
 
 def make_root(net: Network, box: InputBox, C: np.ndarray, d: np.ndarray, hidden: list, device: str) -> Root:
