@@ -27,7 +27,7 @@ from verify.runner import Sink, run_tasks
 from verify.worker import FileSource, WorkerError, code_version
 
 from faults import DIGITS, EPS, FaultySource
-from test_workers import assert_same, by_key, digits
+from test_workers import METHODS, assert_same, by_key, digits, sequential
 
 distributed = pytest.importorskip("distributed", reason="Dask's distributed is not installed (pip install 'verify[cluster]')")
 
@@ -64,17 +64,15 @@ def source(loaded) -> FileSource:
 
 
 def test_cluster_gives_the_sequential_records(client):
-    loaded, tasks = digits(12)
-    methods = ("crown", "attack", "sdp")
-    want = run_tasks(loaded.network, tasks, methods, Options(), loaded.reference)
-    got = run_tasks(None, tasks, methods, Options(), executor=DaskExecutor(client, source(loaded)))
+    loaded, tasks = digits(10)
+    want = sequential(10, METHODS)
+    got = run_tasks(None, tasks, METHODS, Options(), executor=DaskExecutor(client, source(loaded)))
     assert_same(got, want)
 
 
 def test_a_worker_killed_mid_run_loses_nothing(client, tmp_path):
-    loaded, tasks = digits(20)
-    methods = ("crown", "attack", "sdp")
-    want = run_tasks(loaded.network, tasks, methods, Options(), loaded.reference)
+    loaded, tasks = digits(10)
+    want = sequential(10, METHODS)
     pids = client.run(os.getpid)
     killed = []
 
@@ -86,7 +84,7 @@ def test_a_worker_killed_mid_run_loses_nothing(client, tmp_path):
 
     with ResultsFile.create(tmp_path / "r.jsonl", {"test": True}) as rf:
         sink = Sink(results=rf, on_record=kill_one)
-        run_tasks(None, tasks, methods, Options(), sink=sink, executor=DaskExecutor(client, source(loaded)))
+        run_tasks(None, tasks, METHODS, Options(), sink=sink, executor=DaskExecutor(client, source(loaded)))
     assert killed
     on_disk = read_results(tmp_path / "r.jsonl")[1]
     assert len(on_disk) == len({r.key for r in on_disk}) == len(want)  # every record exactly once
@@ -103,6 +101,7 @@ def test_a_task_that_keeps_killing_workers_becomes_error(client, tmp_path):
     assert all(r.verdict is not Verdict.ERROR for k, r in got.items() if k[0] == 0)
 
 
+@pytest.mark.slow  # the same limits code as test_workers' in-process test, inside a Dask worker thread
 def test_memory_limit_holds_on_the_cluster(client, tmp_path):
     loaded, tasks = digits(2)
     base = max(client.run(lambda: __import__("verify.limits").limits.process_tree_rss() or 0).values())

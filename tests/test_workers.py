@@ -4,6 +4,7 @@ method instead of the run, and workers that never outlive the client."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -30,10 +31,19 @@ from verify.worker import FileSource
 from faults import DIGITS, EPS, FaultySource
 
 
+@functools.lru_cache(maxsize=None)
 def digits(n: int):
+    """The digits model and tasks for its first ``n`` test inputs at ``EPS``."""
     loaded = load_model(DIGITS)
     x, y = load_dataset("digits", n, 0, loaded.network.in_dim)
     return loaded, make_tasks(x, y, (EPS,))
+
+
+@functools.lru_cache(maxsize=None)
+def sequential(n: int, methods: tuple[str, ...]) -> tuple:
+    """The records of a sequential run in this process (the reference for every parallel path)."""
+    loaded, tasks = digits(n)
+    return tuple(run_tasks(loaded.network, tasks, methods, Options(), loaded.reference))
 
 
 def by_key(records) -> dict:
@@ -52,8 +62,8 @@ METHODS = ("crown", "attack", "sdp")
 
 
 def test_two_workers_give_the_sequential_records():
-    loaded, tasks = digits(12)
-    want = run_tasks(loaded.network, tasks, METHODS, Options(), loaded.reference)
+    loaded, tasks = digits(10)
+    want = sequential(10, METHODS)
     source = FileSource(loaded.network.digest(), DIGITS, {})
     seen = []
     sink = Sink(on_record=seen.append)
@@ -65,7 +75,7 @@ def test_two_workers_give_the_sequential_records():
 
 def test_a_dead_worker_loses_nothing_and_a_killer_task_becomes_error(tmp_path):
     loaded, tasks = digits(8)
-    want = run_tasks(loaded.network, tasks, ("crown", "attack"), Options(), loaded.reference)
+    want = sequential(8, ("crown", "attack"))
     digest = loaded.network.digest()
     # one death: the task is retried and every record appears once, as in the sequential run
     (tmp_path / "a").mkdir()
@@ -179,9 +189,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the worker processes")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_cli_workers_stop_with_the_client_and_resume_completes(tmp_path, monkeypatch, capsys, sig):
-    x, y = load_dataset("digits", 40)
+    x, y = load_dataset("digits", 30)
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    args = [DIGITS, "--eps", str(EPS), "--n", "40", "--methods", "crown,attack", "--data", str(tmp_path / "d.npz"), "--quiet"]
+    args = [DIGITS, "--eps", str(EPS), "--n", "30", "--methods", "crown,attack", "--data", str(tmp_path / "d.npz"), "--quiet"]
     results = tmp_path / "r.jsonl"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "verify.cli", *args, "--workers", "2", "--results", str(results)],
@@ -207,4 +217,4 @@ def test_cli_workers_stop_with_the_client_and_resume_completes(tmp_path, monkeyp
     assert main([*args, "--resume", str(results)]) == 0  # sequential resume of a workers run
     capsys.readouterr()
     objs = [json.loads(ln) for ln in results.read_text().splitlines()[1:]]
-    assert sorted((o["index"], o["method"]) for o in objs) == sorted((i, m) for i in range(40) for m in ("crown", "attack"))
+    assert sorted((o["index"], o["method"]) for o in objs) == sorted((i, m) for i in range(30) for m in ("crown", "attack"))
