@@ -134,3 +134,18 @@ def test_existing_results_file_is_not_overwritten(tmp_path: Path) -> None:
     proc = run_cli(str(DIGITS), "--n", "1", "--methods", "crown", "--results", str(results), cwd=tmp_path)
     assert_clean_error(proc, "exists")
     assert results.read_text() == '{"type": "meta"}\n'
+
+
+def test_eps_beyond_the_domain_is_run_but_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 7: eps 1e9 clips to the whole domain; allowed, with a notice on stderr and in the JSON meta."""
+    from conftest import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli_main(DIGITS, "--eps", "0.05,1e9", "--n", "1", "--methods", "ibp", "--json", "r.json", "--quiet")
+    assert code == 0, err
+    notes = [ln for ln in err.splitlines() if ln.startswith("verify: note:")]
+    assert len(notes) == 1 and "1e+09" in notes[0] and "whole domain" in notes[0] and "0.05" not in notes[0]
+    meta = json.loads((tmp_path / "r.json").read_text())["meta"]
+    assert meta["notices"] == [notes[0].removeprefix("verify: note: ")]
+    code, _, err = cli_main(DIGITS, "--eps", "0.05", "--n", "1", "--methods", "ibp", "--quiet")
+    assert code == 0 and "note:" not in err

@@ -213,3 +213,22 @@ def test_tasks_are_batched_for_cheap_work(client):
     assert len(recs) == 200
     assert len(sizes) < 40 and max(sizes) > 10, sizes  # far fewer round trips than tasks
     assert np.sum(sizes) == 200
+
+
+@pytest.mark.slow
+def test_cluster_sdp_on_rsl18_matches_sequential(client):
+    """The bench's SDP workload (rsl18 pgd_nn, MNIST, eps 0.1) on a few inputs: identical verdicts and bounds."""
+    from conftest import shared_path
+
+    from verify.data import load_dataset
+    from verify.load import load_model
+    from verify.runner import make_tasks
+
+    net_path = shared_path("nets", "rsl18", "pgd_nn.npz")
+    loaded = load_model(net_path)
+    x, y = load_dataset(str(shared_path("mnist", "mnist_test.npz")), 4, 0, loaded.network.in_dim)
+    tasks = make_tasks(x, y, (0.1,))
+    want = run_tasks(loaded.network, tasks, ("sdp",), Options(), loaded.reference)
+    got = run_tasks(None, tasks, ("sdp",), Options(),
+                    executor=DaskExecutor(client, FileSource(loaded.network.digest(), str(net_path), {})))
+    assert_same(got, want)

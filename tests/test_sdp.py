@@ -13,7 +13,8 @@ from verify.bounds import preactivation_bounds
 from verify.certificate import CertificateError, check_sdp_certificate
 from verify.options import Options
 from verify.relax.sdp import certify_sdp, sdp_margin_bounds
-from verify.relax.sdp_model import SDPBuildError, build_relaxation, dual_bound
+from verify.relax.sdp_model import SDPBuildError, build_relaxation
+from verify.solvers.sdp_problem import dual_bound
 from verify.results import SolverStatus, Verdict
 from verify.solvers.sdp_cvxpy import solve_cvxpy
 from verify.solvers.sdp_dual import solve_dual

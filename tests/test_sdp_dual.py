@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import small_relaxation
-from verify.relax.sdp_model import dual_bound
+from verify.solvers.sdp_problem import dual_bound
 from verify.results import SolverStatus
 from verify.solvers.sdp_cvxpy import solve_cvxpy
 from verify.solvers.sdp_dual import linear_start, solve_dual, strict_start

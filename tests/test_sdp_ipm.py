@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import small_relaxation
-from verify.relax.sdp_model import Multipliers, dual_blocks, dual_bound
 from verify.results import SolverStatus
 from verify.solvers.sdp_cvxpy import solve_cvxpy
 from verify.solvers.sdp_dual import strict_start
-from verify.solvers.sdp_ipm import ArrowFactor, SDPStandardForm, lanczos_min, solve_ipm, times_structured
+from verify.solvers.sdp_ipm import ArrowFactor, SDPStandardForm, StopReason, lanczos_min, solve_ipm, times_structured
+from verify.solvers.sdp_problem import Multipliers, dual_blocks, dual_bound
 
 
 def _random_multipliers(rel, rng, triangle: bool) -> Multipliers:
@@ -124,10 +124,37 @@ def test_ipm_stops_at_target_deadline_and_iteration_cap_with_a_sound_bound():
     start = strict_start(rel, obj, 0.5)
     full = solve_ipm(rel, obj, start, time.perf_counter() + 60)
     hit = solve_ipm(rel, obj, start, time.perf_counter() + 60, target=full.bound - 0.05)
-    assert hit.reason == "target reached" and hit.bound > full.bound - 0.05 and hit.iterations < full.iterations
+    assert hit.reason is StopReason.TARGET_REACHED and hit.bound > full.bound - 0.05 and hit.iterations < full.iterations
     out = solve_ipm(rel, obj, start, time.perf_counter() + 60, target=full.bound + 0.05)
-    assert out.reason.startswith("a nearly feasible primal point") and out.primal < full.bound + 0.05
+    assert out.reason is StopReason.TARGET_OUT_OF_REACH and out.primal < full.bound + 0.05
     for res in (solve_ipm(rel, obj, start, time.perf_counter() - 1.0), solve_ipm(rel, obj, start, time.perf_counter() + 60,
                                                                                   max_iter=3)):
         assert not res.converged and np.isfinite(res.bound)
         assert res.bound == dual_bound(rel, obj, res.multipliers) <= ref.primal + 1e-9
+
+
+def test_stop_reasons_map_to_statuses():
+    """Stop reasons are an enum: only the three solved ones count as OPTIMAL, limits keep their own
+    status, every numerical stop is NUMERICAL_ERROR; messages are distinct words."""
+    solved = {StopReason.CONVERGED, StopReason.TARGET_REACHED, StopReason.TARGET_OUT_OF_REACH}
+    for r in StopReason:
+        assert (r.status is SolverStatus.OPTIMAL) == (r in solved)
+    assert StopReason.TIME_LIMIT.status is SolverStatus.TIME_LIMIT
+    assert StopReason.ITERATION_LIMIT.status is SolverStatus.ITERATION_LIMIT
+    assert StopReason.NO_PROGRESS.status is SolverStatus.NUMERICAL_ERROR
+    assert len({r.message for r in StopReason}) == len(StopReason)
+
+
+def test_solvers_never_import_relax():
+    """Layout rule: the relaxations feed the solvers, never the other way round."""
+    import ast
+    from pathlib import Path
+
+    import verify.solvers
+
+    for path in Path(verify.solvers.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").startswith("verify.relax"), f"{path.name} imports {node.module}"
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("verify.relax") for a in node.names), path.name

@@ -113,7 +113,7 @@ def test_limits_stop_a_method_not_the_run(tmp_path):
     assert recs[(1, EPS, "crown")].status is not SolverStatus.TIME_LIMIT
     assert all(recs[(i, EPS, m)].status is not SolverStatus.TIME_LIMIT for i in (0, 2) for m in ("crown", "attack", "ibp"))
 
-    greedy = FaultySource(digest, DIGITS, {}, target, str(tmp_path), alloc_mb=600, sleep_s=5.0)
+    greedy = FaultySource(digest, DIGITS, {}, target, str(tmp_path), alloc_mb=600, sleep_s=30.0)
     rss = process_tree_rss()
     if rss is None:
         pytest.skip("no /proc: memory limits are not measured on this platform")
@@ -121,7 +121,7 @@ def test_limits_stop_a_method_not_the_run(tmp_path):
     hit = recs[(1, EPS, "attack")]
     assert hit.verdict is Verdict.ERROR and "memory limit" in hit.message
     assert recs[(1, EPS, "ibp")].verdict is not Verdict.ERROR  # the next method still ran
-    assert seconds < 5.0  # the allocation's sleep was cut short
+    assert seconds < 20.0  # the allocation's sleep was cut short
 
 
 def test_cooperative_timeout_holds_in_workers():

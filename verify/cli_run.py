@@ -20,6 +20,7 @@ from verify.options import Options
 from verify.report import Record, Report
 from verify.results_file import ResultsFile, create_default, read_results
 from verify.runner import Sink, make_tasks, run_tasks, validate_tasks
+from verify.spec import domain_notice
 
 RUNS_DIR = Path("verify-runs")
 #: the SDP joins the default method set up to this many hidden units (see README for timings)
@@ -89,6 +90,10 @@ def _execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: t
     limits = cli_workers.limits(args, options)
     executor = cli_workers.executor(args, net, options, limits, client)
     meta = run_meta(args, net, loaded.source, data, methods, eps_values, options)
+    notice = domain_notice(eps_values, net.domain_lower, net.domain_upper)
+    if notice:  # allowed, but never silent: on stderr and in the report's metadata
+        print(f"verify: note: {notice}", file=sys.stderr)
+        meta["notices"] = [notice]
     results, prior = open_results(args, meta)
     progress = Progress(len(tasks), methods, enabled=not args.quiet, prior=prior)
     sink = Sink(prior, results, progress.update)

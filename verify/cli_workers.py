@@ -4,6 +4,7 @@ and the per-task ``--memory-limit``."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,12 @@ def connect(args: argparse.Namespace) -> Any:
         return None
     from verify.cluster import check_workers, connect as dask_connect
 
+    if not args.verbose:  # Dask logs every connection at INFO; the user wants our lines only
+        try:
+            import distributed  # noqa: F401 - importing it sets up its loggers; quiet them after
+        except ImportError:
+            pass  # dask_connect says what to install
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     client = dask_connect(args.cluster)
     try:
         check_workers(client)

@@ -144,6 +144,8 @@ class DaskExecutor:
         finally:
             if inflight:
                 self.client.cancel(list(inflight))
+            if ref is not batch:
+                ref.release()
 
     def _failed(self, fut: Any, jobs: list[Task], methods: tuple[str, ...], sink: Sink, submit) -> None:  # noqa: ANN001
         from distributed import KilledWorker

@@ -12,6 +12,7 @@ from the saved multipliers; a row certifies only when that checked bound is fini
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import time
@@ -21,11 +22,12 @@ from contextlib import closing
 import numpy as np
 
 from verify.bounds import preactivation_bounds
-from verify.certificate import CertificateError, check_sdp_certificate
+from verify.bounds_proof import ProvedBounds, proof_of
+from verify.certificate import CertificateError, SDPCertificate, check_sdp_certificate
 from verify.network import Network
 from verify.options import Options
-from verify.relax.sdp_cert import SDPCertificate
-from verify.relax.sdp_model import Multipliers, SDPRelaxation, build_relaxation
+from verify.relax.sdp_model import build_relaxation
+from verify.solvers.sdp_problem import Multipliers, SDPRelaxation
 from verify.results import MethodResult, SolverStatus, Verdict, group_bound
 from verify.spec import InputBox, OutputSpec, Property
 
@@ -68,6 +70,7 @@ def sdp_margin_bounds(
     if preact is None:
         preact = _bounds(net, box, options)
     rel = build_relaxation(net, box, preact)
+    rel = dataclasses.replace(rel, hidden_bounds=ProvedBounds(rel.hidden_bounds, proof_of(preact, options.bounds)))
     log.info("SDP: %s, %d free inputs, %d unstable neurons (side %d after eliminating the input), backend %s",
              net.describe(), rel.n0, rel.n_unstable, 1 + rel.n_unstable, options.sdp_backend)
     m = spec.n_margins
@@ -153,7 +156,7 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
     lo, up = zip(*rel.hidden_bounds) if rel.hidden_bounds else ((), ())
     return SDPCertificate(np.asarray(c, dtype=np.float64).copy(), float(d), tuple(lo), tuple(up), mult.mu_x, mult.mu_z,
                           mult.lam, mult.nu, float(mult.gamma), float(bound), options.sdp_backend, status, mult.kappa,
-                          options.bounds)
+                          proof_of(rel.hidden_bounds, options.bounds))
 
 
 def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:

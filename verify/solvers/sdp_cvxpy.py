@@ -1,8 +1,8 @@
-"""Reference SDP backend: the scaled relaxation of :mod:`verify.relax.sdp_model` solved by cvxpy.
+"""Reference SDP backend: the scaled relaxation of :mod:`verify.solvers.sdp_problem` solved by cvxpy.
 
 Clarabel (interior point, accurate) for matrices of side up to ``CLARABEL_MAX_SIDE``, SCS otherwise.
 The solver's objective is advisory only: the bound returned is recomputed from the constraint
-duals by :func:`verify.relax.sdp_model.dual_bound` (sound for any multipliers).
+duals by :func:`verify.solvers.sdp_problem.dual_bound` (sound for any multipliers).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from verify.relax.sdp_model import Multipliers, SDPRelaxation, best_gamma, dual_bound
+from verify.solvers.sdp_problem import Multipliers, SDPRelaxation, best_gamma, dual_bound
 from verify.results import SolverStatus
 from verify.solvers.cvxpy_lp import map_status
 

@@ -8,7 +8,7 @@ already certifies. Otherwise the interior-point method runs from a strictly feas
 bound passes the target, a nearly feasible primal point shows the target is out of reach, or time runs out.
 If it stops on numerical trouble with time left, :func:`verify.solvers.sdp_polish.polish` (L-BFGS-B on a
 smoothed dual) continues from the best point. Every point is a valid dual point and the bound returned is
-recomputed rigorously by :func:`verify.relax.sdp_model.dual_bound`, so stopping early only weakens it.
+recomputed rigorously by :func:`verify.solvers.sdp_problem.dual_bound`, so stopping early only weakens it.
 
 Measured (bench/bench_sdp.py --speed, rsl18 pgd_nn 784-200-100-50-10, CROWN bounds, 122 unstable neurons,
 one core): about 25 iterations and 5-6 s per margin to a relative gap of 1e-6 (primal - bound <= 2e-5).
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from verify.relax.sdp_model import Multipliers, SDPRelaxation, best_gamma, dual_bound
+from verify.solvers.sdp_problem import Multipliers, SDPRelaxation, best_gamma, dual_blocks, dual_bound
 from verify.results import SolverStatus
 from verify.solvers.sdp_ipm import solve_ipm
 from verify.solvers.sdp_polish import polish
@@ -54,7 +54,6 @@ def strict_start(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], 
     """A strictly feasible dual point near the central path for a large barrier parameter ``t``:
     ``mu = t``, ``lam`` a small multiple of ``t``, ``nu = 0``, ``gamma`` leaving ``S >= t I``-ish."""
     n = rel.n_unstable
-    from verify.relax.sdp_model import dual_blocks  # local: only the start needs the blocks
 
     gnorm = np.sqrt((rel.h - rel.a0) ** 2 + np.sum(rel.ax**2, 1) + np.sum(rel.az**2, 1) + rel.h**2)
     lam = t / (1.0 + gnorm) / max(np.sqrt(n), 1.0)
@@ -152,24 +151,16 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
     m, bound = res.multipliers, res.bound
     if lin is not None and lin_bound > bound:
         m, bound = lin, lin_bound
-    status = _STATUS.get(res.reason, SolverStatus.NUMERICAL_ERROR)
+    status = res.reason.status
     if status is SolverStatus.NUMERICAL_ERROR and time.perf_counter() < deadline and np.isfinite(bound):
-        log.debug("SDP dual: interior point stopped (%s); polishing", res.reason)
+        log.debug("SDP dual: interior point stopped (%s %s); polishing", res.reason.message, res.detail)
         m, bound = polish(rel, obj, m, deadline, target, triangle)
         if target is not None and bound > target:
             status = SolverStatus.OPTIMAL
     if not np.isfinite(bound):
         status = SolverStatus.NUMERICAL_ERROR
-    log.info("SDP dual: bound %.7g after %d iterations (%s), primal %.7g, %.2fs", bound, res.iterations, res.reason,
+    log.info("SDP dual: bound %.7g after %d iterations (%s), primal %.7g, %.2fs", bound, res.iterations, res.reason.message,
              res.primal, time.perf_counter() - t0)
     gap = res.primal - bound if res.infeasibility < 1e-6 else np.nan  # an infeasible primal says nothing
     return DualSolution(bound, m, status, res.iterations, time.perf_counter() - t0, gap)
 
-
-_STATUS = {
-    "converged": SolverStatus.OPTIMAL,
-    "target reached": SolverStatus.OPTIMAL,
-    "a nearly feasible primal point is below the target": SolverStatus.OPTIMAL,
-    "time limit": SolverStatus.TIME_LIMIT,
-    "iteration limit": SolverStatus.ITERATION_LIMIT,
-}

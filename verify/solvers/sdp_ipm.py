@@ -1,6 +1,6 @@
 """Scalable SDP backend: a primal-dual interior-point method (HKM direction, Mehrotra predictor-corrector).
 
-The relaxation of :mod:`verify.relax.sdp_model` in standard form, variable order ``v = [1, z, x]``
+The relaxation of :mod:`verify.solvers.sdp_problem` in standard form, variable order ``v = [1, z, x]``
 (side ``n = 1 + N + n0``)::
 
     (P)  minimize <C, X>  s.t.  A_i(X) + (slack_i) = b_i,  X >= 0 (PSD),  slacks >= 0
@@ -16,7 +16,7 @@ dual ``y_k = -mu_k``), ``lam_j`` (``g_j^T X e_0 - r_j = 0``), ``nu_j`` (``<sym((
 
 The dual iterates stay exactly feasible (``Z`` is recomputed from ``y``; the primal may be infeasible),
 so every iterate is a valid dual point: the bound reported is recomputed rigorously from the multipliers
-by :func:`verify.relax.sdp_model.dual_bound` and the best one seen is kept. Stopping early (time limit,
+by :func:`verify.solvers.sdp_problem.dual_bound` and the best one seen is kept. Stopping early (time limit,
 target reached, numerical trouble) only weakens it. Unlike a dual-only barrier method the primal
 iterate keeps the Newton system well scaled near the optimum: about 20-40 iterations to a relative
 gap of 1e-7.
@@ -24,6 +24,7 @@ gap of 1e-7.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-from verify.relax.sdp_model import Multipliers, SDPRelaxation, best_gamma, dual_bound
+from verify.results import SolverStatus
+from verify.solvers.sdp_problem import Multipliers, SDPRelaxation, best_gamma, dual_bound
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +42,45 @@ LANCZOS = 20  # Lanczos steps for the largest feasible step
 PROGRESS_EVERY = 5.0  # seconds between two progress lines at INFO level (every iteration at DEBUG)
 
 
+class StopReason(enum.Enum):
+    """Why the interior-point method stopped: ``message`` says it in words (for logs and users),
+    ``status`` is the solver status it maps to (only the first three count as solved)."""
+
+    CONVERGED = "converged"
+    TARGET_REACHED = "target reached"
+    TARGET_OUT_OF_REACH = "a nearly feasible primal point is below the target"
+    TIME_LIMIT = "time limit"
+    ITERATION_LIMIT = "iteration limit"
+    INFEASIBLE_START = "the start is not strictly dual feasible"
+    LOST_DEFINITENESS = "iterate lost positive definiteness"
+    SCHUR_NOT_PD = "Schur matrix not positive definite"
+    NUMERICAL_TROUBLE = "numerical trouble (non-finite direction or step)"
+    NO_PROGRESS = "no progress"
+
+    @property
+    def message(self) -> str:
+        return self.value
+
+    @property
+    def status(self) -> SolverStatus:
+        return _REASON_STATUS.get(self, SolverStatus.NUMERICAL_ERROR)
+
+
+_REASON_STATUS = {
+    StopReason.CONVERGED: SolverStatus.OPTIMAL,
+    StopReason.TARGET_REACHED: SolverStatus.OPTIMAL,
+    StopReason.TARGET_OUT_OF_REACH: SolverStatus.OPTIMAL,
+    StopReason.TIME_LIMIT: SolverStatus.TIME_LIMIT,
+    StopReason.ITERATION_LIMIT: SolverStatus.ITERATION_LIMIT,
+}
+
+
 @dataclass(frozen=True)
 class IPMResult:
     """``bound``: best sound lower bound seen; ``multipliers``: where; ``primal``: the primal objective of
     the last iterate (an estimate of the SDP optimum when ``infeasibility`` is small); ``converged``: the
-    relative gap and primal infeasibility fell below the tolerance; ``reason`` says why it stopped."""
+    relative gap and primal infeasibility fell below the tolerance; ``reason`` says why it stopped
+    (``detail``: the numerical error behind NUMERICAL_TROUBLE, else empty)."""
 
     bound: float
     multipliers: Multipliers
@@ -52,7 +88,8 @@ class IPMResult:
     infeasibility: float
     iterations: int
     converged: bool
-    reason: str
+    reason: StopReason
+    detail: str = ""
 
 
 class SDPStandardForm:
@@ -264,13 +301,13 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
         if not np.all(sf.slack_dual(y) > 0):
             raise ValueError("slack multipliers not positive")
     except (np.linalg.LinAlgError, ValueError):
-        return IPMResult(best_bound, best, np.nan, np.inf, 0, False, "the start is not strictly dual feasible")
+        return IPMResult(best_bound, best, np.nan, np.inf, 0, False, StopReason.INFEASIBLE_START)
     x = zf.inverse()
     xl = 1.0 / sf.slack_dual(y)
     scale0 = sf.n / np.trace(x)
     x, xl = scale0 * x, scale0 * xl
     lx_next, zf_next = None, None
-    reason, converged, pobj, pinf, it = "iteration limit", False, np.nan, np.inf, 0
+    reason, detail, converged, pobj, pinf, it = StopReason.ITERATION_LIMIT, "", False, np.nan, np.inf, 0
     t_start, last_info = time.perf_counter(), 0.0
     for it in range(max_iter + 1):  # it = steps taken so far
         z = sf.dual_matrix(y)
@@ -279,7 +316,7 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
             zf = zf_next if zf_next is not None else ArrowFactor(z, k)
             lx = lx_next if lx_next is not None else sla.cholesky(x, lower=True, check_finite=False)
         except (np.linalg.LinAlgError, ValueError):
-            reason = "iterate lost positive definiteness"
+            reason = StopReason.LOST_DEFINITENESS
             break
         zinv = zf.inverse()
         ratio = xl / zl
@@ -296,34 +333,34 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
                 "primal infeasibility %.1e", it, elapsed, best_bound, dobj, pobj, relgap, pinf)
         stop = _stop_reason(pobj, pinf, relgap, best_bound, tol, target, deadline)
         if stop is not None or it == max_iter:
-            reason, converged = stop or reason, stop == "converged"
+            reason, converged = stop or reason, stop is StopReason.CONVERGED
             break
         try:
             mfac = sla.cho_factor(sf.schur_matrix(x, zinv, ratio), lower=True, check_finite=True)
         except (np.linalg.LinAlgError, ValueError):
-            reason = "Schur matrix not positive definite"
+            reason = StopReason.SCHUR_NOT_PD
             break
         try:
             dy, dx, dxl, ap, ad, sigma = _predictor_corrector(sf, mfac, x, xl, z, zf, zinv, zl, ratio, lx, mu, k)
         except (np.linalg.LinAlgError, ValueError) as err:  # non-finite numbers: numerical trouble
-            reason = f"numerical trouble ({err})"
+            reason, detail = StopReason.NUMERICAL_TROUBLE, str(err)
             break
         frac = STEP + (1.0 - STEP) * 0.5 * min(ap, ad)
         (ap, lx_next), (ad, zf_next) = (_feasible(lambda a: x + a * dx, frac * ap),
                                          _feasible(lambda a: sf.dual_matrix(y + a * dy), frac * ad, k))
         log.debug("SDP ipm: steps %.3f %.3f, sigma %.3f", ap, ad, sigma)
         if ap == 0.0 and ad == 0.0:
-            reason = "no progress"
+            reason = StopReason.NO_PROGRESS
             break
         x = x + ap * dx
         xl = xl + ap * dxl
         y = y + ad * dy
-    if reason not in ("converged", "target reached"):  # the last iterate may be the best point
+    if reason not in (StopReason.CONVERGED, StopReason.TARGET_REACHED):  # the last iterate may be the best point
         cand = best_gamma(rel, obj, sf.multipliers(y))
         bound = dual_bound(rel, obj, cand)
         if bound > best_bound:
             best, best_bound = cand, bound
-    return IPMResult(best_bound, best, pobj, pinf, it, converged, reason)
+    return IPMResult(best_bound, best, pobj, pinf, it, converged, reason, detail)
 
 
 def _predictor_corrector(sf: SDPStandardForm, mfac: tuple, x: np.ndarray, xl: np.ndarray, z: np.ndarray,
@@ -357,16 +394,16 @@ def _measures(sf: SDPStandardForm, x: np.ndarray, xl: np.ndarray, y: np.ndarray,
 
 
 def _stop_reason(pobj: float, pinf: float, relgap: float, bound: float, tol: float, target: float | None,
-                 deadline: float) -> str | None:
+                 deadline: float) -> StopReason | None:
     """Why to stop now, or None to go on."""
     if relgap < tol and pinf < tol:
-        return "converged"
+        return StopReason.CONVERGED
     if target is not None and bound > target:
-        return "target reached"
+        return StopReason.TARGET_REACHED
     if target is not None and pinf < 1e-6 and relgap < 1e-3 and pobj < target - 1e-4 * (1.0 + abs(pobj)):
-        return "a nearly feasible primal point is below the target"
+        return StopReason.TARGET_OUT_OF_REACH
     if time.perf_counter() > deadline:
-        return "time limit"
+        return StopReason.TIME_LIMIT
     return None
 
 

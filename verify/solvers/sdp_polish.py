@@ -1,6 +1,6 @@
 """First-order polish of the SDP dual bound: L-BFGS-B on a smoothed dual function.
 
-For multipliers ``theta`` (see :mod:`verify.relax.sdp_model`) the sound dual function is::
+For multipliers ``theta`` (see :mod:`verify.solvers.sdp_problem`) the sound dual function is::
 
     F(theta) = gamma - sum(mu_x) - sum(mu_z) + (1 + N) * min(0, lambda_min(S(theta)))
 
@@ -11,7 +11,7 @@ dense ``eigh`` of side ``1 + N`` plus a few ``O(N^2 + N n0)`` products: the grad
 term with respect to ``S`` is ``W = V diag(w) V^T`` (softmax weights ``w``), pushed back through
 ``S = Myy - B diag(1/mu_x) B^T``.
 
-The caller recomputes the sound bound with :func:`verify.relax.sdp_model.dual_bound` from the returned
+The caller recomputes the sound bound with :func:`verify.solvers.sdp_problem.dual_bound` from the returned
 multipliers; the smoothing only steers the search.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.optimize import OptimizeResult, minimize
 
-from verify.relax.sdp_model import Multipliers, SDPRelaxation, best_gamma, dual_blocks, dual_bound
+from verify.solvers.sdp_problem import Multipliers, SDPRelaxation, best_gamma, dual_blocks, dual_bound
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,227 @@
+"""The scaled SDP of Raghunathan, Steinhardt & Liang (2018) as the SDP solvers consume it, and its sound dual bound.
+
+Built from a network by :func:`verify.relax.sdp_model.build_relaxation`; this module only holds the data
+and the dual algebra, so the solvers never import the relaxation code.
+
+Variables (scaled so that every one lies in ``[-1, 1]``): ``v = [1; xh; zh]`` where
+
+* ``xh`` (``n0`` values): the free inputs, ``x = center + radius * xh`` (inputs with zero radius are
+  constants folded into the biases);
+* ``zh`` (``N`` values): the *unstable* hidden neurons (``l < 0 < u``), ``z = h (1 + zh)`` with
+  ``h = u / 2`` (so ``z`` in ``[0, u]``). Always-inactive neurons (``u <= 0``) are removed,
+  always-active ones (``l >= 0``) substituted by their affine pre-activation.
+
+Every unstable neuron ``j`` has a pre-activation that is affine in ``v``: ``s_j = a0_j + ax_j xh + az_j zh``
+(``az`` strictly lower triangular in the layer order). With ``g_j = h_j (e_0 + e_j) - a_j``
+(so ``g_j^T v = z_j - s_j``) the relaxation of ``P = v v^T`` is::
+
+    minimize   <sym(e_0 o^T), P>                   (the margin c^T y + d = o^T v)
+    s.t.       P >= 0 (PSD),  P_00 = 1,  P_kk <= 1  (every scaled box, k >= 1)
+               g_j^T P e_0 >= 0                     (z >= s; z >= 0 is implied by the box)
+               <sym((e_0 + e_j) g_j^T), P> = 0      (z (z - s) = 0)
+
+Optional triangle cuts (:meth:`SDPRelaxation.triangle_rows`): ``tau_j^T P e_0 >= 0`` with
+``tau_j^T v = u_j (s_j - l_j) / (u_j - l_j) - z_j``, multipliers ``kappa >= 0``.
+
+Dual bound (:func:`dual_bound`): for multipliers ``mu_x > 0``, ``mu_z >= 0``, ``lam >= 0``, any ``nu``,
+``gamma`` let ``M`` be the Lagrangian's matrix. Its input block is ``diag(mu_x)``, so with
+``M = [[Myy, B], [B^T, diag(mu_x)]]`` and the Schur complement ``S = Myy - B diag(1/mu_x) B^T`` of side
+``1 + N``::
+
+    margin >= gamma - sum(mu) + (1 + N) * min(0, lambda_min(S))
+
+for every feasible ``P`` (``<M, P> >= <S, P_yy> >= min(0, lambda_min(S)) tr(P_yy)`` and
+``tr(P_yy) <= 1 + N``). So any multipliers give a sound bound; ``lambda_min`` is computed by a dense
+float64 eigensolver and lowered by a rounding allowance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg as sla
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True, eq=False)
+class SDPRelaxation:
+    """One input box's SDP relaxation, shared by all margins (shapes in the module doc).
+
+    Attributes:
+        free: indices of the free inputs ``(n0,)``; x_center ``(in_dim,)``; x_radius ``(n0,)``.
+        h: half upper bound of every unstable neuron ``(N,)``; layer, unit: where each sits ``(N,)``.
+        a0, ax, az: pre-activations of the unstable neurons, ``(N,)``, ``(N, n0)``, ``(N, N)``.
+        out0, outx, outz: the logits, ``(n_out,)``, ``(n_out, n0)``, ``(n_out, N)``.
+        hidden_bounds: the pre-activation bounds of the hidden layers used to build it.
+        stable: per hidden layer ``(n_active, n_inactive)``.
+    """
+
+    free: np.ndarray
+    x_center: np.ndarray
+    x_radius: np.ndarray
+    h: np.ndarray
+    layer: np.ndarray
+    unit: np.ndarray
+    a0: np.ndarray
+    ax: np.ndarray
+    az: np.ndarray
+    out0: np.ndarray
+    outx: np.ndarray
+    outz: np.ndarray
+    hidden_bounds: tuple[tuple[np.ndarray, np.ndarray], ...]
+    stable: tuple[tuple[int, int], ...]
+
+    @property
+    def n0(self) -> int:
+        return int(self.free.shape[0])
+
+    def triangle_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Triangle cuts ``z <= u (s - l) / (u - l)`` as rows ``tau_j`` with ``tau_j^T v >= 0``, split as
+        ``(tau0 (N,), taux (N, n0), tauz (N, N))``."""
+        lo = np.array([self.hidden_bounds[i][0][j] for i, j in zip(self.layer, self.unit)])
+        up = 2.0 * self.h
+        alpha = up / (up - lo)
+        n = self.n_unstable
+        tau0 = alpha * (self.a0 - lo) - self.h
+        taux = alpha[:, None] * self.ax
+        tauz = alpha[:, None] * self.az - np.diag(self.h) if n else np.zeros((0, 0))
+        return tau0, taux, tauz
+
+    @property
+    def n_unstable(self) -> int:
+        return int(self.h.shape[0])
+
+    def objective(self, c: np.ndarray, d: float) -> tuple[float, np.ndarray, np.ndarray]:
+        """The margin ``c^T y + d`` as ``(o0, ox (n0,), oz (N,))`` in scaled coordinates."""
+        c = np.asarray(c, dtype=np.float64).ravel()
+        return float(c @ self.out0 + d), c @ self.outx, c @ self.outz
+
+
+@dataclass(frozen=True, eq=False)
+class Multipliers:
+    """Dual multipliers for one margin: ``mu_x (n0,) > 0``, ``mu_z (N,) >= 0``, ``lam (N,) >= 0``,
+    ``nu (N,)``, ``gamma`` (scalar), and ``kappa`` (``(N,) >= 0`` for the triangle cuts, or empty)."""
+
+    mu_x: np.ndarray
+    mu_z: np.ndarray
+    lam: np.ndarray
+    nu: np.ndarray
+    gamma: float
+    kappa: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def pack(self) -> np.ndarray:
+        """``[mu_x, mu_z, lam, nu, kappa, gamma]``."""
+        return np.concatenate([self.mu_x, self.mu_z, self.lam, self.nu, self.kappa, [self.gamma]])
+
+    @staticmethod
+    def unpack(theta: np.ndarray, n0: int, n: int, triangle: bool = False) -> "Multipliers":
+        t = np.asarray(theta, dtype=np.float64)
+        k = n if triangle else 0
+        return Multipliers(t[:n0].copy(), t[n0 : n0 + n].copy(), t[n0 + n : n0 + 2 * n].copy(),
+                           t[n0 + 2 * n : n0 + 3 * n].copy(), float(t[-1]), t[n0 + 3 * n : n0 + 3 * n + k].copy())
+
+    def with_gamma(self, gamma: float) -> "Multipliers":
+        return Multipliers(self.mu_x, self.mu_z, self.lam, self.nu, float(gamma), self.kappa)
+
+
+def dual_blocks(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], m: Multipliers) -> tuple[np.ndarray, np.ndarray]:
+    """``Myy`` ``(1+N, 1+N)`` and ``B`` ``(1+N, n0)`` of the dual matrix (module doc), numpy float64."""
+    o0, ox, oz = obj
+    g0 = rel.h - rel.a0
+    gz = np.diag(rel.h) - rel.az
+    w = m.nu - m.lam
+    n = rel.n_unstable
+    myy = np.zeros((n + 1, n + 1))
+    myy[0, 0] = o0 - m.gamma + w @ g0
+    row = 0.5 * (oz + gz.T @ w) + 0.5 * m.nu * g0
+    myy[0, 1:], myy[1:, 0] = row, row
+    vg = m.nu[:, None] * gz
+    myy[1:, 1:] = 0.5 * (vg + vg.T) + np.diag(m.mu_z)
+    b = np.empty((n + 1, rel.n0))
+    b[0] = 0.5 * (ox - rel.ax.T @ w)
+    b[1:] = -0.5 * m.nu[:, None] * rel.ax
+    if m.kappa.size:  # - sum_j kappa_j sym(e_0 tau_j^T)
+        t0, tx, tz = rel.triangle_rows()
+        myy[0, 0] -= m.kappa @ t0
+        myy[0, 1:] -= 0.5 * (m.kappa @ tz)
+        myy[1:, 0] -= 0.5 * (m.kappa @ tz)
+        b[0] -= 0.5 * (m.kappa @ tx)
+    return myy, b
+
+
+def schur(myy: np.ndarray, b: np.ndarray, mu_x: np.ndarray) -> tuple[np.ndarray, float]:
+    """``S = Myy - B diag(1/mu_x) B^T`` and an upper bound on the rounding error of forming it (2-norm).
+
+    Columns of ``B`` that are exactly zero are skipped (their ``mu_x`` may be 0); a zero ``mu_x``
+    with a nonzero column makes ``S`` undefined: returns ``(S, inf)``.
+    """
+    used = np.any(b != 0.0, axis=0)
+    if np.any(~(mu_x[used] > 0)):
+        return myy.copy(), np.inf
+    bs = b[:, used] / np.sqrt(mu_x[used])
+    s = myy - bs @ bs.T
+    s = 0.5 * (s + s.T)
+    k = int(used.sum()) + 4
+    abs_term = np.linalg.norm(np.abs(bs) @ np.abs(bs).T) + np.linalg.norm(myy)
+    return s, 4.0 * k * _EPS * abs_term
+
+
+def rigorous_lambda_min(s: np.ndarray, form_err: float) -> float:
+    """A float64 lower bound on the smallest eigenvalue of the exact matrix that ``s`` approximates within
+    ``form_err`` (2-norm): dense LAPACK eigenvalues minus a backward-error allowance (Weyl)."""
+    if not np.all(np.isfinite(s)) or not np.isfinite(form_err):
+        return -np.inf
+    lam = sla.eigh(s, eigvals_only=True, driver="ev")
+    fro = float(np.linalg.norm(s))
+    return float(lam[0]) - form_err - 16.0 * s.shape[0] * _EPS * fro - 1e-300
+
+
+def dual_bound(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], m: Multipliers) -> float:
+    """Sound lower bound on the relaxation's minimum (hence on the margin) from any multipliers.
+
+    Negative ``mu``/``lam`` are clipped to 0 (still a valid point); non-finite input gives ``-inf``.
+    """
+    m = project(m)
+    if not all(np.all(np.isfinite(a)) for a in (m.mu_x, m.mu_z, m.lam, m.nu, m.kappa)) or not np.isfinite(m.gamma):
+        return -np.inf
+    myy, b = dual_blocks(rel, obj, m)
+    s, err = schur(myy, b, m.mu_x)
+    lmin = rigorous_lambda_min(s, err)
+    if not np.isfinite(lmin):
+        return -np.inf
+    total = m.gamma - m.mu_x.sum() - m.mu_z.sum()
+    scale = abs(m.gamma) + m.mu_x.sum() + m.mu_z.sum()
+    val = total + (rel.n_unstable + 1) * min(0.0, lmin) - 4.0 * (rel.n0 + rel.n_unstable + 2) * _EPS * scale
+    return float(val) if np.isfinite(val) else -np.inf
+
+
+def project(m: Multipliers) -> Multipliers:
+    """Clip the sign-constrained multipliers to their domains."""
+    return Multipliers(np.maximum(m.mu_x, 0.0), np.maximum(m.mu_z, 0.0), np.maximum(m.lam, 0.0), m.nu.copy(), float(m.gamma),
+                       np.maximum(m.kappa, 0.0))
+
+
+def best_gamma(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], m: Multipliers) -> Multipliers:
+    """Replace ``gamma`` by the largest value keeping ``S`` PSD (a Schur complement in the first row),
+    when that gives a better sound bound than the current one."""
+    m0 = m.with_gamma(0.0)
+    myy, b = dual_blocks(rel, obj, project(m0))
+    s, err = schur(myy, b, np.maximum(m.mu_x, 0.0))
+    if not np.isfinite(err) or rel.n_unstable == 0:
+        if rel.n_unstable == 0 and np.isfinite(err):
+            return m.with_gamma(float(s[0, 0]))
+        return m
+    r, q = s[1:, 1:], s[0, 1:]
+    try:
+        evals, evecs = sla.eigh(r, driver="evr")
+    except (np.linalg.LinAlgError, ValueError):
+        return m
+    if evals[0] <= 1e-12 * max(1.0, abs(evals[-1])):
+        return m
+    y = evecs.T @ q
+    gamma = float(s[0, 0] - np.sum(y * y / evals))
+    gamma -= 1e-9 * max(1.0, abs(gamma))
+    cand = m.with_gamma(gamma)
+    return cand if dual_bound(rel, obj, cand) > dual_bound(rel, obj, m) else m
