@@ -116,7 +116,6 @@ def part_overhead(n: int, workdir: Path) -> None:
 
 
 def library_overhead(client, n: int) -> None:  # noqa: ANN001
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from verify.cluster import DaskExecutor
@@ -150,6 +149,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=None, help="inputs (default 20 for sdp, 200 for overhead)")
     p.add_argument("--no-cluster", action="store_true", help="sdp part: skip the LocalCluster run")
     a = p.parse_args()
+    os.environ["PYTHONPATH"] = str(ROOT)  # this checkout, for the verify processes and the LocalCluster's workers
+    sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         if a.part in ("sdp", "all"):
             part_sdp(a.n or 20, Path(tmp), not a.no_cluster)

@@ -232,3 +232,36 @@ def test_cluster_sdp_on_rsl18_matches_sequential(client):
     got = run_tasks(None, tasks, ("sdp",), Options(),
                     executor=DaskExecutor(client, FileSource(loaded.network.digest(), str(net_path), {})))
     assert_same(got, want)
+
+
+def test_cooperative_timeout_holds_on_the_cluster(client):
+    loaded, tasks = digits(2)
+    recs = run_tasks(None, tasks, ("crown", "ibp"), Options(timeout=1e-9), executor=DaskExecutor(client, source(loaded)))
+    ran = [r for r in recs if r.method == "ibp" and r.message != "clean input is misclassified"]
+    assert ran and all(r.status.value == "time_limit" for r in ran)
+
+
+def test_ctrl_c_keeps_what_finished_and_leaves_the_cluster_up(client, tmp_path):
+    import subprocess
+
+    from verify.data import load_dataset
+
+    x, y = load_dataset("digits", 30)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    results = tmp_path / "r.jsonl"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "verify.cli", DIGITS, "--n", "30", "--methods", "crown,attack,sdp",
+                             "--data", str(tmp_path / "d.npz"), "--results", str(results), "--quiet",
+                             "--cluster", client.scheduler.address], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and (not results.exists() or results.read_text().count('"record"') < 6):
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before the interrupt could be sent")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "--resume" in err, err
+    n_table = sum(int(ln.split()[1]) for ln in out.splitlines() if ln.split()[:1] in (["crown"], ["attack"], ["sdp"]))
+    assert n_table == len(read_results(results)[1]) > 0
+    assert len(client.run(os.getpid)) == 2  # the cluster is still there
