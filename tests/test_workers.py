@@ -187,7 +187,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the worker processes")
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGKILL])
 def test_cli_workers_stop_with_the_client_and_resume_completes(tmp_path, monkeypatch, capsys, sig):
     x, y = load_dataset("digits", 30)
     np.savez(tmp_path / "d.npz", x=x, y=y)
