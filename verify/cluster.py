@@ -150,7 +150,10 @@ class DaskExecutor:
     def _failed(self, fut: Any, jobs: list[Task], methods: tuple[str, ...], sink: Sink, submit) -> None:  # noqa: ANN001
         from distributed import KilledWorker
 
-        exc = fut.exception()
+        try:
+            exc = fut.exception()
+        except BaseException as err:  # noqa: BLE001 - a cancelled future (the scheduler restarted, the client closed)
+            exc = err
         if isinstance(exc, WorkerError):
             raise WorkerError(str(exc))
         if not isinstance(exc, KilledWorker):
