@@ -152,7 +152,7 @@ class DaskExecutor:
 
         try:
             exc = fut.exception()
-        except BaseException as err:  # noqa: BLE001 - a cancelled future (the scheduler restarted, the client closed)
+        except Exception as err:  # noqa: BLE001 - a cancelled future (the scheduler restarted, the client closed)
             exc = err
         if isinstance(exc, WorkerError):
             raise WorkerError(str(exc))
