@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -99,19 +98,16 @@ class DaskExecutor:
     """
 
     def __init__(self, client: Any, source: ModelSource, limits: Limits = Limits(), threads: int = 1) -> None:
-        self.client = client
-        self.source = source
-        self.limits = replace(limits, kill_on_overrun=True)
-        self.threads = threads
+        self.client, self.source, self.limits, self.threads = client, source, limits, threads
 
     def run(self, tasks: list[Task], methods: tuple[str, ...], options: Options, sink: Sink) -> None:
         from distributed import as_completed
 
-        todo = [t for t in tasks if set(methods) - sink.finished(t)]
+        todo = sink.unfinished(tasks, methods)
         if not todo:
             return
         slots = check_workers(self.client)
-        batch = Batch(self.source, tuple(methods), options.with_(sdp_workers=1), self.limits, self.threads, code_version())
+        batch = Batch.of(self.source, methods, options.with_(sdp_workers=1), self.limits, self.threads)
         ref = self.client.scatter(batch, broadcast=True, hash=False) if isinstance(self.source, ModuleSource) else batch
         chunker: Chunker[Task] = Chunker(todo, slots, target_s=1.0)
         done = as_completed(loop=self.client.loop)

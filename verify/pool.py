@@ -18,14 +18,14 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 from verify.chunks import Chunker
 from verify.limits import Limits, kill_own_group
 from verify.options import Options
 from verify.runner import Sink, Task, failed_records
-from verify.worker import Batch, ModelSource, WorkerError, code_version, run_jobs
+from verify.worker import Batch, ModelSource, WorkerError, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,13 @@ class LocalPool:
     def __init__(self, source: ModelSource, workers: int, limits: Limits = Limits(), threads: int = 1) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.source = source
-        self.workers = workers
-        self.limits = replace(limits, kill_on_overrun=True)
-        self.threads = threads
+        self.source, self.workers, self.limits, self.threads = source, workers, limits, threads
 
     def run(self, tasks: list[Task], methods: tuple[str, ...], options: Options, sink: Sink) -> None:
-        todo = [t for t in tasks if set(methods) - sink.finished(t)]
+        todo = sink.unfinished(tasks, methods)
         if not todo:
             return
-        batch = Batch(self.source, tuple(methods), worker_options(options, self.workers), self.limits, self.threads, code_version())
+        batch = Batch.of(self.source, methods, worker_options(options, self.workers), self.limits, self.threads)
         run = _Run(batch, sink, Chunker(todo, self.workers), _context())
         try:
             run.loop(min(self.workers, len(todo)))

@@ -176,6 +176,11 @@ class Sink:
         """Methods already recorded for ``task``."""
         return frozenset(self._done.get((task.index, task.eps), ()))
 
+    def unfinished(self, tasks: Iterable[Task], methods: Iterable[str]) -> list[Task]:
+        """The tasks that still miss a record of some method."""
+        want = set(methods)
+        return [t for t in tasks if want - self.finished(t)]
+
 
 def validate_tasks(net: Network, tasks: Iterable[Task]) -> None:
     """Check every task before any work starts (so a bad input never leaves half a run behind): shapes,

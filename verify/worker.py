@@ -17,7 +17,7 @@ import functools
 import hashlib
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -157,6 +157,11 @@ class Batch:
     limits: Limits
     threads: int
     client_version: str
+
+    @staticmethod
+    def of(source: ModelSource, methods: tuple[str, ...], options: Options, limits: Limits, threads: int) -> "Batch":
+        """The batch a client sends: this client's version, limits that may kill a stuck worker process."""
+        return Batch(source, tuple(methods), options, replace(limits, kill_on_overrun=True), threads, code_version())
 
     def prepare(self) -> LoadedModel:
         """Check the version, set the threads, load the network (all idempotent per process)."""
