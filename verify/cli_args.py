@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--std", default=None, help="input normalization std (as --mean); eps stays in un-normalized units")
     add_option_flags(p.add_argument_group("method settings (verify.Options; same defaults in the library)"))
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run inputs in N local worker processes (one BLAS/torch thread each, or --threads); "
+                        "--sdp-workers is then cut to cores // N per worker (default: one after another in this process)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run inputs on an existing Dask scheduler (tcp://host:8786, or a scheduler .json file); "
+                        "every worker needs the same verify version and the model file at the same path; pip install 'verify[cluster]'")
+    p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="per task: resident memory of the process running it (e.g. 4GiB); a method above it is stopped and recorded as error")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log solver progress")
     return p

@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from verify.cli_args import UsageError, parse_domain, parse_floats, parse_shape
+from verify import cli_workers
+from verify.cli_args import UsageError
 from verify.cli_progress import Progress
 from verify.network import Network
 from verify.options import Options
-from verify.report import Report
-from verify.report import Record
+from verify.report import Record, Report
 from verify.results_file import ResultsFile, create_default, read_results
 from verify.runner import Sink, make_tasks, run_tasks, validate_tasks
 from verify.spec import domain_notice
@@ -37,10 +37,7 @@ def load(args: argparse.Namespace):
     """The model, as a :class:`verify.load.LoadedModel`."""
     from verify.load import load_model
 
-    return load_model(
-        args.model, arch=args.arch, trust_pickle=args.trust_pickle, domain=parse_domain(args.domain),
-        input_shape=parse_shape(args.input_shape), mean=parse_floats(args.mean, "--mean"), std=parse_floats(args.std, "--std"),
-    )
+    return load_model(args.model, **cli_workers.loader_kwargs(args))
 
 
 class Terminated(KeyboardInterrupt):
@@ -66,7 +63,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tuple[str, ...] | None, options: Options) -> int:
-    """Load, check every input, open (or resume) the results file, run, print the table; the exit code."""
+    """Connect to the cluster, load, check every input, open (or resume) the results file, run, print the
+    table; the exit code."""
+    cli_workers.check_args(args)
+    client = cli_workers.connect(args)  # an unreachable or mismatched cluster fails before any work
+    try:
+        return _execute(args, eps_values, methods, options, client)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tuple[str, ...] | None, options: Options,
+             client: object) -> int:
     from verify.data import load_dataset
 
     loaded = load(args)
@@ -78,6 +87,8 @@ def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tu
     methods = methods or default_methods(net)
     tasks = make_tasks(x, y, eps_values, args.start)
     validate_tasks(net, tasks)  # before anything is written
+    limits = cli_workers.limits(args, options)
+    executor = cli_workers.executor(args, net, options, limits, client)
     meta = run_meta(args, net, loaded.source, data, methods, eps_values, options)
     notice = domain_notice(eps_values, net.domain_lower, net.domain_upper)
     if notice:  # allowed, but never silent: on stderr and in the report's metadata
@@ -88,7 +99,7 @@ def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tu
     sink = Sink(prior, results, progress.update)
     try:
         with sigterm_as_interrupt():
-            run_tasks(net, tasks, methods, options, loaded.reference, sink)
+            run_tasks(net, tasks, methods, options, loaded.reference, sink, executor, limits)
     except KeyboardInterrupt as stop:
         results.close()
         progress.close()
