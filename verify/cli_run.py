@@ -19,8 +19,10 @@ from verify.network import Network
 from verify.options import Options
 from verify.report import Record, Report
 from verify.results_file import ResultsFile, create_default, read_results
+from verify.radius import read_radii, run_radii
 from verify.runner import Sink, make_tasks, run_tasks, validate_tasks
 from verify.spec import domain_notice
+from verify.sweep import Known, sweep_order
 
 RUNS_DIR = Path("verify-runs")
 #: the SDP joins the default method set up to this many hidden units (see README for timings)
@@ -85,7 +87,7 @@ def _execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: t
         raise UsageError("no inputs: pass --data FILE (.npz with x and y, or a torch tensor file), or --vnnlib SPEC")
     x, y = load_dataset(data, args.n, args.start, net.in_dim)
     methods = methods or default_methods(net)
-    tasks = make_tasks(x, y, eps_values, args.start)
+    tasks = make_tasks(x, y, sweep_order(eps_values), args.start)
     validate_tasks(net, tasks)  # before anything is written
     limits = cli_workers.limits(args, options)
     executor = cli_workers.executor(args, net, options, limits, client)
@@ -97,19 +99,49 @@ def _execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: t
     results, prior = open_results(args, meta)
     progress = Progress(len(tasks), methods, enabled=not args.quiet, prior=prior)
     sink = Sink(prior, results, progress.update)
+    known = Known()
+    for rec in prior:
+        known.add(rec)
+    radii = read_radii(results.path) if args.resume is not None else []
     try:
         with sigterm_as_interrupt():
-            run_tasks(net, tasks, methods, options, loaded.reference, sink, executor, limits)
+            run_tasks(net, tasks, methods, options, loaded.reference, sink, executor, limits, known)
+            progress.close()
+            if args.radius is not None:
+                radius_phase(args, net, x, y, methods, options, loaded.reference, sink.records, radii, results)
     except KeyboardInterrupt as stop:
         results.close()
         progress.close()
-        print(Report(sink.records, meta).table())
+        print(Report(sink.records, meta, radii).table())
         print(f"interrupted: finished results are in {results.path}; continue with --resume {results.path}", file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130
     finally:
         results.close()
     progress.close()
-    return finish(args, Report(sink.records, meta), results.path)
+    return finish(args, Report(sink.records, meta, radii), results.path)
+
+
+def radius_phase(args: argparse.Namespace, net: Network, x, y, methods, options: Options, reference, records: list,  # type: ignore[no-untyped-def]
+                 radii: list, results: ResultsFile) -> None:
+    """Certified radii of every input not done yet (loosest method first), appended to ``radii`` and
+    written to the results file as each input finishes."""
+    from verify.registry import METHODS
+
+    done = {r.index for r in radii}
+    order = sorted(methods, key=METHODS.index)
+
+    def write(rs: list) -> None:
+        for r in rs:
+            results.append_radius(r)
+        results.flush()
+        radii.extend(rs)
+        done.add(rs[0].index)
+        if not args.quiet:
+            print(f"\rradius: {len(done)}/{len(x)} inputs", end="", file=sys.stderr, flush=True)
+
+    run_radii(net, x, y, args.start, order, options, reference, args.radius, records, set(done), write)
+    if not args.quiet:
+        print(file=sys.stderr)
 
 
 def finish(args: argparse.Namespace, report: Report, path: Path) -> int:
@@ -147,6 +179,7 @@ def run_meta(args, net: Network, source: str, data: str, methods, eps_values, op
         "eps": list(eps_values),
         "eps_units": "input units (the model file's own, e.g. pixels in [0,1]); normalization is folded into the network",
         "methods": list(methods),
+        "radius_tol": args.radius,
         "options": dataclasses.asdict(options),
         "command": " ".join(sys.argv),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -165,7 +198,7 @@ def open_results(args: argparse.Namespace, meta: dict) -> tuple[ResultsFile, lis
         return create_default(RUNS_DIR, Path(args.model).stem, meta), []
     path = latest_run(args.model, meta["network_hash"]) if args.resume == "latest" else Path(args.resume)
     results, old, records = ResultsFile.resume(path)
-    for key in ("network_hash", "methods", "data", "start", "n", "eps", "options"):
+    for key in ("network_hash", "methods", "data", "start", "n", "eps", "options", "radius_tol"):
         theirs, ours = old.get(key), meta.get(key)
         if key == "options" and isinstance(theirs, dict) and isinstance(ours, dict):
             theirs, ours = ({k: v for k, v in o.items() if k not in EXECUTION_OPTIONS} for o in (theirs, ours))

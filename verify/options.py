@@ -54,6 +54,10 @@ class Options:
     dtype: str = _field("float64", "torch dtype of the attack's search (float32 is faster; a counterexample is "
                         "always re-checked in float64); bounds and certificates are always float64",
                         choices=DTYPES)
+    compare: bool = _field(False, "compare mode: solve every relaxation to its optimum on every margin (the SDP does "
+                           "not stop at its first positive bound, the attack keeps descending after a counterexample), so "
+                           "methods are compared by their optima; the default with --report (--verdicts turns it off). "
+                           "Off (verdict mode): each method stops once its verdict is known")
 
     def __post_init__(self) -> None:
         _choice("bounds", self.bounds, BOUND_METHODS)

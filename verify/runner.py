@@ -24,6 +24,7 @@ from verify.report import Record
 from verify.results import MethodResult, SolverStatus, Verdict
 from verify.results_file import ResultsFile, ResumeError, read_results
 from verify.spec import SpecError, robustness_property
+from verify.sweep import Known
 
 __all__ = ["Executor", "ResultsFile", "ResumeError", "Sink", "Task", "evaluate_limited", "evaluate_task", "make_tasks",
            "read_results", "run_tasks", "validate_tasks"]
@@ -48,14 +49,16 @@ def make_tasks(x: np.ndarray, y: np.ndarray, eps_values: Iterable[float], start:
 
 def evaluate_task(
     net: Network, task: Task, methods: tuple[str, ...], options: Options, reference: Reference | None = None,
-    skip: frozenset[str] = frozenset(),
+    skip: frozenset[str] = frozenset(), known: Known | None = None,
 ) -> Iterator[Record]:
     """Run every method (except those in ``skip``) on one task, yielding a record as each finishes.
 
     A misclassified clean input is a counterexample to every method's property: it is recorded as
     FALSIFIED for every method without running them (status NOT_RUN), after re-checking with ``reference``.
     With ``options.timeout`` the methods share that wall time: each gets what is left, and those not
-    started before it runs out are recorded as UNKNOWN with status TIME_LIMIT.
+    started before it runs out are recorded as UNKNOWN with status TIME_LIMIT. With ``known`` (verdict mode)
+    a method whose result is implied by results at other eps of the same input is not run (see
+    :mod:`verify.sweep`), and each finished result is added to it.
     """
     prop = robustness_property(task.x, task.label, task.eps, (net.domain_lower, net.domain_upper), net.out_dim)
     check = reference if reference is not None else net.forward
@@ -76,13 +79,17 @@ def evaluate_task(
             res = MethodResult(name, Verdict.UNKNOWN, float("nan"), np.full(prop.output.n_margins, np.nan), 0.0,
                                SolverStatus.TIME_LIMIT, f"not run: the property's timeout of {options.timeout:g} s was used up")
         else:
-            res = run_method(name, net, prop, budget.options_for(options), reference)
-        yield Record.from_result(task.index, task.label, task.eps, res)
+            res = known.implied(task.index, name, prop, net, reference) if known is not None and not options.compare else None
+            res = res or run_method(name, net, prop, budget.options_for(options), reference)
+        rec = Record.from_result(task.index, task.label, task.eps, res)
+        if known is not None:
+            known.add(rec, res)
+        yield rec
 
 
 def evaluate_limited(
     net: Network, task: Task, methods: tuple[str, ...], options: Options, reference: Reference | None = None,
-    skip: frozenset[str] = frozenset(), limits: Limits = Limits(),
+    skip: frozenset[str] = frozenset(), limits: Limits = Limits(), known: Known | None = None,
 ) -> Iterator[Record]:
     """:func:`evaluate_task` under per-task ``limits`` (:mod:`verify.limits`).
 
@@ -92,11 +99,11 @@ def evaluate_limited(
     region, so a limit never interrupts the consumer.
     """
     if limits.memory_bytes is None and limits.time_s is None:
-        yield from evaluate_task(net, task, methods, options, reference, skip)
+        yield from evaluate_task(net, task, methods, options, reference, skip, known)
         return
     start = time.monotonic()
     done = set(skip)
-    gen = evaluate_task(net, task, methods, options, reference, frozenset(done))
+    gen = evaluate_task(net, task, methods, options, reference, frozenset(done), known)
     while True:
         rec: Record | None = None
         try:
@@ -107,7 +114,7 @@ def evaluate_limited(
                 name = next(m for m in methods if m not in done)
                 rec = _stopped(task, name, Verdict.ERROR, SolverStatus.NUMERICAL_ERROR, time.monotonic() - start,
                                f"stopped: the process exceeded the memory limit of {format_bytes(limits.memory_bytes or 0)}")
-                gen = evaluate_task(net, task, methods, _rest_of(options, start), reference, frozenset(done | {name}))
+                gen = evaluate_task(net, task, methods, _rest_of(options, start), reference, frozenset(done | {name}), known)
         except TimeLimitExceeded:
             gen.close()
             if rec is not None:
@@ -221,6 +228,7 @@ def run_tasks(
     sink: Sink | None = None,
     executor: Executor | None = None,
     limits: Limits = Limits(),
+    known: Known | None = None,
 ) -> list[Record]:
     """Run ``methods`` on every task and return the records made by this call (order may differ from
     ``tasks`` with an executor).
@@ -229,6 +237,8 @@ def run_tasks(
     own network source and limits. Records go to ``sink`` as each method finishes (flushed after each
     task); methods the sink already holds for a task are skipped (resuming). KeyboardInterrupt
     propagates; everything finished is then in ``sink.records`` and on disk.
+    ``known``: results that imply others across eps (verdict mode, see :mod:`verify.sweep`); sequential
+    runs only (an executor runs its tasks elsewhere).
     """
     sink = sink if sink is not None else Sink()
     first = len(sink.records)
@@ -238,7 +248,7 @@ def run_tasks(
         rank = {m: i for i, m in enumerate(methods)}
         return sorted(sink.records[first:], key=lambda r: (order.get((r.index, r.eps), -1), rank.get(r.method, -1)))
     for task in tasks:
-        for rec in evaluate_limited(net, task, methods, options, reference, sink.finished(task), limits):
+        for rec in evaluate_limited(net, task, methods, options, reference, sink.finished(task), limits, known):
             sink.add(rec)
         sink.task_done()
     return sink.records[first:]

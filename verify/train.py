@@ -190,7 +190,8 @@ def verify(
     executor = _executor(loaded.network.digest(), frozen, tuple(x.shape[1:]), domain, client, workers)
     records = run_tasks(loaded.network, tasks, tuple(methods), options or Options(), loaded.reference, executor=executor)
     meta = {"network": loaded.network.describe(), "network_hash": loaded.network.digest(), "eps": [float(eps)],
-            "eps_units": "input units", "methods": list(methods), "source": "verify.train.verify"}
+            "eps_units": "input units", "methods": list(methods), "source": "verify.train.verify",
+            "options": options or Options()}  # the report reads options.compare (compare or verdict mode)
     notice = domain_notice((float(eps),), loaded.network.domain_lower, loaded.network.domain_upper)
     if notice:
         meta["notices"] = [notice]

@@ -163,7 +163,8 @@ def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
     """Method "sdp": CERTIFIED when the checked SDP bound of some row of every group is ``> 0``;
     FALSIFIED only when the box centre itself violates the property; otherwise UNKNOWN.
 
-    Rows stop as soon as their checked bound is positive; once a group fails, the rest is skipped.
+    Rows stop as soon as their checked bound is positive; once a group fails, the rest is skipped. With
+    ``options.compare`` (compare mode) every row is solved to the backend's tolerance instead.
     """
     t0 = time.perf_counter()
     spec = prop.output
@@ -174,7 +175,8 @@ def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
                             time.perf_counter() - t0, SolverStatus.NOT_RUN, "the box centre is a counterexample",
                             center.copy())
     preact = _bounds(net, prop.box, options)
-    lower, status, certs = sdp_margin_bounds(net, prop.box, spec, options, preact, target=0.0, stop_on_failed_group=True)
+    lower, status, certs = sdp_margin_bounds(net, prop.box, spec, options, preact, target=None if options.compare else 0.0,
+                                             stop_on_failed_group=not options.compare)
     bound = group_bound(spec.groups, lower)
     extra = {"bounds": options.bounds, "backend": options.sdp_backend, "certificates": certs}
     if spec.holds(lower):  # every group has a row whose checked bound is > 0 (skipped rows are -inf)
