@@ -147,8 +147,11 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
         m = Multipliers(np.abs(obj[1]) / 2 * (1 + 1e-9) + 1e-12 * scale, zero, zero, zero, 0.0, zero)
         m = best_gamma(rel, obj, m)
         return DualSolution(dual_bound(rel, obj, m), m, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, 0.0)
-    res = solve_ipm(rel, obj, strict_start(rel, obj, START * scale, triangle), deadline, target, tol, max_iter, triangle)
-    m, bound = res.multipliers, res.bound
+    form = rel.form(obj, triangle)
+    start = rel.y_of(strict_start(rel, obj, START * scale, triangle), triangle)
+    res = solve_ipm(form, start, deadline, target, tol, max_iter)
+    m = rel.multipliers_of(res.y, triangle)
+    bound = dual_bound(rel, obj, m)
     if lin is not None and lin_bound > bound:
         m, bound = lin, lin_bound
     status = res.reason.status

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg as sla
 
+from verify.solvers.sdp_form import ArrowSDP
+
 _EPS = float(np.finfo(np.float64).eps)
 
 
@@ -97,6 +99,37 @@ class SDPRelaxation:
         """The margin ``c^T y + d`` as ``(o0, ox (n0,), oz (N,))`` in scaled coordinates."""
         c = np.asarray(c, dtype=np.float64).ravel()
         return float(c @ self.out0 + d), c @ self.outx, c @ self.outz
+
+    def form(self, obj: tuple[float, np.ndarray, np.ndarray], triangle: bool = False) -> ArrowSDP:
+        """This relaxation for the objective ``obj`` as an :class:`ArrowSDP` over ``v = [1, zh, xh]`` (head
+        ``[1, zh]``, tail ``xh``): rows ``g_j`` (ge and eq rows) then, with ``triangle``, ``tau_j`` (ge rows)."""
+        n0, nz = self.n0, self.n_unstable
+        n = 1 + nz + n0
+        g = np.zeros((nz, n))
+        g[:, 0], g[:, 1 : 1 + nz], g[:, 1 + nz :] = self.h - self.a0, np.diag(self.h) - self.az, -self.ax
+        parts = [g]
+        if triangle and nz:
+            t0, tx, tz = self.triangle_rows()
+            tau = np.zeros((nz, n))
+            tau[:, 0], tau[:, 1 : 1 + nz], tau[:, 1 + nz :] = t0, tz, tx
+            parts.append(tau)
+        rows = np.concatenate(parts, axis=0) if nz else np.zeros((0, n))
+        o = np.concatenate([[obj[0]], obj[2], obj[1]])
+        return ArrowSDP(1 + nz, o, rows, np.arange(1, n), np.arange(rows.shape[0]), np.arange(nz), 1 + np.arange(nz))
+
+    def multipliers_of(self, y: np.ndarray, triangle: bool = False) -> "Multipliers":
+        """The multipliers of :meth:`form`'s constraints ``y`` in this relaxation's terms."""
+        n0, nz = self.n0, self.n_unstable
+        n = 1 + nz + n0
+        ng = 2 * nz if triangle else nz
+        ge = y[n : n + ng]
+        return Multipliers(-y[1 + nz : n], -y[1 : 1 + nz], ge[:nz].copy(), -y[n + ng : n + ng + nz],
+                           float(y[0]), ge[nz:].copy() if triangle else np.zeros(0))
+
+    def y_of(self, m: "Multipliers", triangle: bool = False) -> np.ndarray:
+        """The inverse of :meth:`multipliers_of`."""
+        kappa = (m.kappa if m.kappa.size else np.zeros(self.n_unstable)) if triangle else np.zeros(0)
+        return np.concatenate([[m.gamma], -m.mu_z, -m.mu_x, m.lam, kappa, -m.nu])
 
 
 @dataclass(frozen=True, eq=False)
