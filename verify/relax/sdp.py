@@ -96,12 +96,14 @@ def _record(rows: Solved, lower: np.ndarray, certs: list, statuses: list) -> Non
 
 
 def solve_group(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpec, group: tuple[int, ...],
-                options: Options, target: float | None) -> Solved:
-    """Solve the rows of one group in order until one's checked bound exceeds ``target``."""
+                options: Options, target: float | None, warm: list | None = None) -> Solved:  # type: ignore[type-arg]
+    """Solve the rows of one group in order until one's checked bound exceeds ``target``; ``warm`` (a one-item
+    list, shared by the rows of one relaxation) holds the warm start made by the first row solved."""
     out: Solved = []
+    warm = [None] if warm is None else warm
     for r in group:
         t0 = time.perf_counter()
-        cert = solve_row(rel, spec.C[r], float(spec.d[r]), options, target)
+        cert = solve_row(rel, spec.C[r], float(spec.d[r]), options, target, warm)
         checked = _checked(net, box, cert)
         out.append((r, cert, checked, time.perf_counter() - t0))
         if target is not None and checked > target:
@@ -112,20 +114,25 @@ def solve_group(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpe
 def _run_groups(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpec, groups: list[tuple[int, ...]],
                 options: Options, target: float | None) -> Iterator[tuple[tuple[int, ...], Solved]]:
     """Yield ``(group, solved rows)`` in ``groups`` order, solved sequentially or by
-    ``options.sdp_workers`` processes (ahead of the consumer). When the caller stops early (closes the
-    generator), the worker processes are terminated, so no stray solve keeps a core busy. Inside a
-    daemonic process (which may not have children) it runs sequentially."""
+    ``options.sdp_workers`` processes (ahead of the consumer). Every row after the first one that made a
+    warm start is warm-started from it, so the result does not depend on the number of workers: with
+    several, the groups run here until the warm start exists, the rest in the pool. When the caller stops
+    early (closes the generator), the worker processes are terminated, so no stray solve keeps a core busy.
+    Inside a daemonic process (which may not have children) it runs sequentially."""
     workers = min(options.sdp_workers, len(groups))
     if multiprocessing.current_process().daemon:
         workers = 1
-    if workers <= 1:
-        for group in groups:
-            yield group, solve_group(net, box, rel, spec, group, options, target)
+    warm: list = [None]  # type: ignore[type-arg]
+    todo = list(groups)
+    while todo and (workers <= 1 or warm[0] is None):
+        group = todo.pop(0)
+        yield group, solve_group(net, box, rel, spec, group, options, target, warm)
+    if not todo:
         return
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ctx.Pool(workers) as pool:  # leaving the block terminates the workers
-        jobs = [(net, box, rel, spec, g, options, target) for g in groups]
+    with ctx.Pool(min(workers, len(todo))) as pool:  # leaving the block terminates the workers
+        jobs = [(net, box, rel, spec, g, options, target, [warm[0]]) for g in todo]
         yield from pool.imap(_solve_group_job, jobs)
 
 
@@ -133,8 +140,10 @@ def _solve_group_job(job: tuple) -> tuple[tuple[int, ...], Solved]:
     return job[4], solve_group(*job)
 
 
-def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, target: float | None) -> SDPCertificate:
-    """Solve one margin row with ``options.sdp_backend`` and package the multipliers."""
+def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, target: float | None,
+              warm: list | None = None) -> SDPCertificate:  # type: ignore[type-arg]
+    """Solve one margin row with ``options.sdp_backend`` and package the multipliers. ``warm``: a one-item
+    list holding a warm start from another row of ``rel`` (used, or filled when empty)."""
     obj = rel.objective(c, d)
     if options.sdp_backend == "cvxpy":
         from verify.solvers.sdp_cvxpy import solve_cvxpy
@@ -145,8 +154,10 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
         from verify.solvers.sdp_dual import solve_dual
 
         dsol = solve_dual(rel, obj, options.time_limit, max(options.sdp_iterations, 1), target,
-                          triangle=options.sdp_triangle)
+                          triangle=options.sdp_triangle, warm=warm[0] if warm else None)
         mult, bound, status = dsol.multipliers, dsol.bound, dsol.status
+        if warm is not None and warm[0] is None:
+            warm[0] = dsol.warm
     if mult is None:
         n = rel.n_unstable
         mult = Multipliers(np.zeros(rel.n0), np.zeros(n), np.zeros(n), np.zeros(n), -np.inf)

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from verify.solvers.sdp_problem import Multipliers, SDPRelaxation, best_gamma, dual_blocks, dual_bound
 from verify.results import SolverStatus
-from verify.solvers.sdp_ipm import solve_ipm
+from verify.solvers.sdp_ipm import WarmStart, solve_ipm
 from verify.solvers.sdp_polish import polish
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ class DualSolution:
     ``gap``: the last primal value minus ``bound`` (advisory: the primal point satisfies the constraints
     only to 1e-6; NaN when it is further from feasible or when the linear start was returned).
     ``status`` is OPTIMAL when the method converged, reached the target, or found a nearly feasible
-    primal point below the target (the target is then out of reach, up to that tolerance)."""
+    primal point below the target (the target is then out of reach, up to that tolerance). ``warm``: an
+    iterate to warm-start another objective of the same relaxation; ``message``: why the solver stopped."""
 
     bound: float
     multipliers: Multipliers
@@ -47,6 +48,8 @@ class DualSolution:
     iterations: int
     time_s: float
     gap: float
+    warm: WarmStart | None = None
+    message: str = ""
 
 
 def strict_start(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], t: float,
@@ -111,6 +114,7 @@ def solve_dual(
     target: float | None = None,
     tol: float = 1e-6,
     triangle: bool = False,
+    warm: WarmStart | None = None,
 ) -> DualSolution:
     """Maximize the dual bound for one margin objective ``(o0, ox, oz)`` (see the module doc).
 
@@ -121,17 +125,18 @@ def solve_dual(
             estimated optimum (bound + gap) is clearly below it.
         tol: stop when the relative primal-dual gap and the primal infeasibility are below it.
         triangle: add the triangle cuts ``z <= u (s - l) / (u - l)`` (multipliers ``kappa``).
+        warm: the ``warm`` of an earlier solution of the same relaxation (another margin): starts from it.
     """
     if not all(np.all(np.isfinite(a)) for a in (np.asarray(obj[0]), obj[1], obj[2])):
         raise ValueError("the margin objective has non-finite coefficients (check the spec's C and d)")
     if not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
     with threadpool_limits(1):  # OpenBLAS threads slow these sizes down badly on a loaded machine
-        return _solve(rel, obj, time_limit, max_iter, target, tol, triangle)
+        return _solve(rel, obj, time_limit, max_iter, target, tol, triangle, warm)
 
 
 def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_limit: float, max_iter: int,
-           target: float | None, tol: float, triangle: bool) -> DualSolution:
+           target: float | None, tol: float, triangle: bool, warm: WarmStart | None) -> DualSolution:
     t0 = time.perf_counter()
     deadline = t0 + time_limit
     scale = 1.0 + float(abs(obj[0]) + np.abs(obj[1]).sum() + np.abs(obj[2]).sum())
@@ -149,7 +154,7 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
         return DualSolution(dual_bound(rel, obj, m), m, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, 0.0)
     form = rel.form(obj, triangle)
     start = rel.y_of(strict_start(rel, obj, START * scale, triangle), triangle)
-    res = solve_ipm(form, start, deadline, target, tol, max_iter)
+    res = solve_ipm(form, start, deadline, target, tol, max_iter, warm)
     m = rel.multipliers_of(res.y, triangle)
     bound = dual_bound(rel, obj, m)
     if lin is not None and lin_bound > bound:
@@ -165,5 +170,6 @@ def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_l
     log.info("SDP dual: bound %.7g after %d iterations (%s), primal %.7g, %.2fs", bound, res.iterations, res.reason.message,
              res.primal, time.perf_counter() - t0)
     gap = res.primal - bound if res.infeasibility < 1e-6 else np.nan  # an infeasible primal says nothing
-    return DualSolution(bound, m, status, res.iterations, time.perf_counter() - t0, gap)
+    return DualSolution(bound, m, status, res.iterations, time.perf_counter() - t0, gap, res.warm,
+                        res.reason.message + (f" ({res.detail})" if res.detail else ""))
 

@@ -199,6 +199,30 @@ class Arrow:
         return out
 
 
+def shift_objective(form: ArrowSDP, o_old: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Multipliers for ``form`` from multipliers ``y`` of the same constraints under the objective row ``o_old``
+    (a warm start): ``gamma`` and the box multipliers move so that the new ``Z`` dominates the old one.
+
+    With ``delta = o - o_old`` (``delta_0`` apart) ``sym(e_0 delta^T) >= -(tau/2) E_00 - (|delta|_1 / (2 tau)) diag(|delta|)``
+    (``delta delta^T <= |delta|_1 diag(|delta|)``), so lowering ``gamma`` by ``tau/2 - delta_0`` and raising each box
+    ``mu_i`` by ``|delta|_1 |delta_i| / (2 tau)`` keeps ``Z`` PD; ``tau = |delta|_1`` loses the least dual value.
+    """
+    d = form.o - o_old
+    d0 = float(d[0])
+    d[0] = 0.0
+    l1 = float(np.abs(d).sum())
+    out = np.asarray(y, dtype=np.float64).copy()
+    if l1 == 0.0:
+        out[0] += d0
+        return out
+    out[0] += d0 - 0.5 * l1
+    out[1 : 1 + form.box.size] -= 0.5 * np.abs(d[form.box])
+    rest = np.setdiff1d(np.arange(1, form.n), form.box)
+    if rest.size and np.any(d[rest] != 0):  # an unboxed index cannot absorb its part: no warm start
+        raise ValueError("the objective changed on an unboxed index")
+    return out
+
+
 def form_bound(form: ArrowSDP, y: np.ndarray) -> float:
     """Sound lower bound on the form's minimum from any ``y`` (module doc), float64 with rounding
     allowances; ``-inf`` when ``y`` is not usable (non-finite, or a zero tail multiplier where needed)."""
