@@ -17,11 +17,13 @@ import multiprocessing
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from verify.bounds import preactivation_bounds
-from verify.certificate import CertificateError, SDPCertificate, check_sdp_certificate
+from verify.certificate import CertificateError, SDPCertificate, SDPChecker, check_sdp_certificate
 from verify.network import Network
 from verify.options import Options
 from verify.relax.sdp_model import build_relaxation
@@ -65,6 +67,12 @@ def sdp_margin_bounds(
     """
     if spec.C.shape[1] != net.out_dim:
         raise ValueError(f"spec has {spec.C.shape[1]} logit columns, network has {net.out_dim} outputs")
+    with threadpool_limits(1):  # one BLAS thread per process: faster at these sizes, and on a shared machine
+        return _margin_bounds(net, box, spec, options, preact, target, stop_on_failed_group)
+
+
+def _margin_bounds(net: Network, box: InputBox, spec: OutputSpec, options: Options, preact: Bounds | None,
+                   target: float | None, stop_on_failed_group: bool) -> tuple[np.ndarray, SolverStatus, list]:  # type: ignore[type-arg]
     if preact is None:
         preact = _bounds(net, box, options)
     rel = build_relaxation(net, box, preact)
@@ -95,16 +103,24 @@ def _record(rows: Solved, lower: np.ndarray, certs: list, statuses: list) -> Non
                  cert.status.value, seconds)
 
 
+@dataclass
+class RowState:
+    """What the rows of one relaxation share: the warm start made by the first row solved, and the checker
+    (built once: it re-derives the relaxation's rows from the network)."""
+
+    warm: object = None
+    checker: SDPChecker | None = None
+
+
 def solve_group(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpec, group: tuple[int, ...],
-                options: Options, target: float | None, warm: list | None = None) -> Solved:  # type: ignore[type-arg]
-    """Solve the rows of one group in order until one's checked bound exceeds ``target``; ``warm`` (a one-item
-    list, shared by the rows of one relaxation) holds the warm start made by the first row solved."""
+                options: Options, target: float | None, state: RowState | None = None) -> Solved:
+    """Solve the rows of one group in order until one's checked bound exceeds ``target``."""
     out: Solved = []
-    warm = [None] if warm is None else warm
+    state = RowState() if state is None else state
     for r in group:
         t0 = time.perf_counter()
-        cert = solve_row(rel, spec.C[r], float(spec.d[r]), options, target, warm)
-        checked = _checked(net, box, cert)
+        cert = solve_row(rel, spec.C[r], float(spec.d[r]), options, target, state)
+        checked = _checked(net, box, cert, state)
         out.append((r, cert, checked, time.perf_counter() - t0))
         if target is not None and checked > target:
             break
@@ -122,17 +138,17 @@ def _run_groups(net: Network, box: InputBox, rel: SDPRelaxation, spec: OutputSpe
     workers = min(options.sdp_workers, len(groups))
     if multiprocessing.current_process().daemon:
         workers = 1
-    warm: list = [None]  # type: ignore[type-arg]
+    state = RowState()
     todo = list(groups)
-    while todo and (workers <= 1 or warm[0] is None):
+    while todo and (workers <= 1 or state.warm is None):
         group = todo.pop(0)
-        yield group, solve_group(net, box, rel, spec, group, options, target, warm)
+        yield group, solve_group(net, box, rel, spec, group, options, target, state)
     if not todo:
         return
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ctx.Pool(min(workers, len(todo))) as pool:  # leaving the block terminates the workers
-        jobs = [(net, box, rel, spec, g, options, target, [warm[0]]) for g in todo]
+        jobs = [(net, box, rel, spec, g, options, target, RowState(state.warm)) for g in todo]
         yield from pool.imap(_solve_group_job, jobs)
 
 
@@ -141,9 +157,9 @@ def _solve_group_job(job: tuple) -> tuple[tuple[int, ...], Solved]:
 
 
 def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, target: float | None,
-              warm: list | None = None) -> SDPCertificate:  # type: ignore[type-arg]
-    """Solve one margin row with ``options.sdp_backend`` and package the multipliers. ``warm``: a one-item
-    list holding a warm start from another row of ``rel`` (used, or filled when empty)."""
+              state: RowState | None = None) -> SDPCertificate:
+    """Solve one margin row with ``options.sdp_backend`` and package the multipliers. ``state.warm``: a warm
+    start from another row of ``rel`` (used, or filled when empty)."""
     obj = rel.objective(c, d)
     if options.sdp_backend == "cvxpy":
         from verify.solvers.sdp_cvxpy import solve_cvxpy
@@ -154,10 +170,10 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
         from verify.solvers.sdp_dual import solve_dual
 
         dsol = solve_dual(rel, obj, options.time_limit, max(options.sdp_iterations, 1), target,
-                          triangle=options.sdp_triangle, warm=warm[0] if warm else None)
+                          triangle=options.sdp_triangle, warm=state.warm if state else None)
         mult, bound, status = dsol.multipliers, dsol.bound, dsol.status
-        if warm is not None and warm[0] is None:
-            warm[0] = dsol.warm
+        if state is not None and state.warm is None:
+            state.warm = dsol.warm
     if mult is None:
         n = rel.n_unstable
         mult = Multipliers(np.zeros(rel.n0), np.zeros(n), np.zeros(n), np.zeros(n), -np.inf)
@@ -225,9 +241,15 @@ def _bounds(net: Network, box: InputBox, options: Options) -> Bounds:
         return preactivation_bounds(net, box, "interval", options)
 
 
-def _checked(net: Network, box: InputBox, cert: SDPCertificate) -> float:
+def _checked(net: Network, box: InputBox, cert: SDPCertificate, state: RowState | None = None) -> float:
+    """The independent checker's bound for ``cert`` (``-inf`` when it rejects it)."""
     try:
-        value = check_sdp_certificate(net, box, cert.c, cert.d, cert)
+        if state is None:
+            value = check_sdp_certificate(net, box, cert.c, cert.d, cert)
+        else:
+            if state.checker is None or not state.checker.fits(cert):
+                state.checker = SDPChecker(net, box, cert.hidden_lower, cert.hidden_upper, cert.bounds_source)
+            value = state.checker.check(cert.c, cert.d, cert)
     except CertificateError as err:
         log.warning("SDP certificate rejected: %s", err)
         return -np.inf

@@ -76,33 +76,30 @@ def strict_start(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], 
 
 
 def linear_start(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], triangle: bool) -> Multipliers | None:
-    """The best dual point with ``nu = 0`` (a linear Lagrangian: the LP relaxation without the SDP
-    terms, over the scaled box), found by one LP: maximize ``c_0 - sum_k |c_k|`` with
-    ``c = o - sum_j lam_j g_j - sum_j kappa_j tau_j``. None when the LP solver fails."""
-    from scipy.optimize import linprog
+    """The best dual point with ``nu = 0`` (a linear Lagrangian: the triangle LP over the scaled box when
+    ``triangle``, else without the triangle's upper side), from the row duals of one LP in primal form,
+    ``minimize o^T v s.t. g_j^T v >= 0 (, tau_j^T v >= 0), v_0 = 1, |v_k| <= 1`` (HiGHS): ``lam``/``kappa`` are
+    the row duals and ``mu = |c| / 2`` for ``c = o - sum_j lam_j g_j - sum_j kappa_j tau_j``. Any such point is
+    dual feasible, so the LP's accuracy only affects tightness. None when the LP solver fails."""
+    import scipy.sparse as sp
+
+    from verify.solvers.base import LinearProgram
+    from verify.solvers.highs import HighsBackend
 
     n0, n = rel.n0, rel.n_unstable
-    k = n if triangle else 0
-    rows = [np.concatenate([(rel.h - rel.a0)[:, None], -rel.ax, np.diag(rel.h) - rel.az], axis=1)]  # g_j
-    if triangle:
-        t0, tx, tz = rel.triangle_rows()
-        rows.append(np.concatenate([t0[:, None], tx, tz], axis=1))
-    lin = np.concatenate(rows, axis=0)  # (n + k, 1 + n0 + n); c = o - lin^T y
-    o = np.concatenate([[obj[0]], obj[1], obj[2]])
-    nv, ns = n + k, n0 + n
-    # variables [y (nv) >= 0, s (ns) >= 0]; maximize o_0 - lin[:, 0] @ y - sum(s), s >= |o_k - lin[:, k] @ y|
-    cost = np.concatenate([lin[:, 0], np.ones(ns)])
-    a_ub = np.block([[-lin[:, 1:].T, -np.eye(ns)], [lin[:, 1:].T, -np.eye(ns)]])
-    b_ub = np.concatenate([-o[1:], o[1:]])
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=(0, None), method="highs")
-    if res.status != 0 or res.x is None:
+    form = rel.form(obj, triangle)  # rows over [1, z, x]
+    lin, o = form.rows, form.o
+    lp = LinearProgram(sp.csc_matrix(lin[:, 1:]), -lin[:, 0], np.full(lin.shape[0], np.inf), -np.ones(form.n - 1),
+                       np.ones(form.n - 1))
+    sol = HighsBackend().solve_many(lp, [o[1:]], [float(o[0])], 60.0)[0]
+    if sol.row_dual is None or not np.all(np.isfinite(sol.row_dual)):
         return None
-    y = np.maximum(res.x[:nv], 0.0)
+    y = np.maximum(sol.row_dual, 0.0)
     c = o - lin.T @ y
     scale = 1e-9 * (1.0 + float(np.abs(o).sum()))
-    mu = np.abs(c[1:]) / 2.0 + scale
+    mu = np.abs(c[1:]) / 2.0 + scale  # order [z, x]
     lam, kappa = y[:n] + scale, (y[n:] + scale if triangle else np.zeros(0))
-    m = Multipliers(mu[:n0], mu[n0:], lam, np.zeros(n), 0.0, kappa)
+    m = Multipliers(mu[n:], mu[:n], lam, np.zeros(n), 0.0, kappa)
     return best_gamma(rel, obj, m)
 
 
