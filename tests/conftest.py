@@ -74,3 +74,31 @@ def small_relaxation(seed: int, dims: tuple[int, ...], radius: float = 0.2):  # 
 
     net, box, spec = small_box_case(seed, dims, radius)
     return build_relaxation(net, box, preactivation_bounds(net, box, "interval")), spec
+
+
+def cli_main(*args: str) -> tuple[int, str, str]:
+    """``verify.cli.main(args)`` in this process: ``(exit code, stdout, stderr)`` (argparse exits included)."""
+    import contextlib
+    import io
+
+    from verify.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 2
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_usage_error(result: tuple[int, str, str], *needles: str) -> str:
+    """Exit code 2, nothing on stdout, exactly one ``verify: error:`` line (mentioning each needle) on stderr."""
+    code, out, err = result
+    assert code == 2, err
+    assert "Traceback" not in err and out == "", (out, err)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("verify: error:"), err
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
+    return lines[0]

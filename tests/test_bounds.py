@@ -18,7 +18,9 @@ from verify.options import Options
 from verify.results import Verdict, group_bound
 from verify.spec import InputBox, SpecError, robustness_property, robustness_spec
 
-METHODS = ("interval", "crown", "alpha-crown")
+METHODS = ("interval", "crown", "alpha-crown-output", "alpha-crown")
+ALPHAS = ("alpha-crown-output", "alpha-crown")
+BOUND_OPTIONS = ("interval", "crown", "alpha-crown")  # Options.bounds: pre-activation bounds
 OPTS = Options(alpha_steps=15, alpha_lr=0.1)
 TOL = 1e-9
 
@@ -48,13 +50,15 @@ def _all_bounds(chain, lo, hi, C, d, opts=OPTS):
 
 def _check_margins(net: Network, lo, hi, C, d, bounds: dict, rng, k: int, extra: np.ndarray | None = None) -> None:
     assert np.all(bounds["interval"] <= bounds["crown"] + TOL)
-    assert np.all(bounds["crown"] <= bounds["alpha-crown"] + TOL)
+    for alpha in ALPHAS:
+        assert np.all(bounds["crown"] <= bounds[alpha] + TOL)
     for n in range(lo.shape[0]):
         pts = _samples(lo[n], hi[n], rng, k)
         if extra is not None:
             pts = np.concatenate([pts, extra[n][None]])
         margins = net.forward(pts) @ C[n].T + d[n]
-        assert np.all(margins.min(axis=0) >= bounds["alpha-crown"][n] - TOL), f"unsound bound for box {n}"
+        for alpha in ALPHAS:
+            assert np.all(margins.min(axis=0) >= bounds[alpha][n] - TOL), f"unsound {alpha} bound for box {n}"
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -85,15 +89,15 @@ def test_preactivation_bounds_contain_samples(seed: int) -> None:
     net = random_network(seed, (5, 12, 12, 12, 3), scale=1.5)
     x = rng.uniform(size=5)
     box = InputBox(np.clip(x - 0.3, 0, 1), np.clip(x + 0.3, 0, 1))
-    per_method = {m: preactivation_bounds(net, box, m, OPTS) for m in METHODS}
+    per_method = {m: preactivation_bounds(net, box, m, OPTS) for m in BOUND_OPTIONS}
     h = _samples(box.lower, box.upper, rng, 3000)
     for k, layer in enumerate(net.layers):
         z = layer.apply(h)
-        for m in METHODS:
+        for m in BOUND_OPTIONS:
             l, u = per_method[m][k]
             assert l.shape == u.shape == (layer.out_dim,)
             assert np.all(z >= l) and np.all(z <= u), f"{m} layer {k} does not contain samples"
-        (li, ui), (lc, uc), (la, ua) = (per_method[m][k] for m in METHODS)
+        (li, ui), (lc, uc), (la, ua) = (per_method[m][k] for m in BOUND_OPTIONS)
         assert np.all(li <= lc + TOL) and np.all(lc <= la + TOL) and np.all(ua <= uc + TOL) and np.all(uc <= ui + TOL)
         h = np.maximum(z, 0)
 
@@ -137,14 +141,14 @@ def test_float32_agrees_with_float64() -> None:
         np.testing.assert_allclose(res[0].double().numpy(), res[1].numpy(), rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("method,intermediate", [(m, False) for m in METHODS] + [("alpha-crown", True)])
-def test_gradients_reach_the_weights(method: str, intermediate: bool) -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_gradients_reach_the_weights(method: str) -> None:
     rng = np.random.default_rng(5)
     net = random_network(5, (6, 16, 16, 4), scale=1.5)
     chain = [(w.clone().requires_grad_(), b.clone().requires_grad_()) for w, b in net.torch_chain()]
     _, lo, hi = _boxes(rng, 4, 6, 0.2)
     C, d = _margin_spec(rng, 4, 4)
-    args = (chain, torch.tensor(lo), torch.tensor(hi), torch.tensor(C), torch.tensor(d), method, OPTS, intermediate)
+    args = (chain, torch.tensor(lo), torch.tensor(hi), torch.tensor(C), torch.tensor(d), method, OPTS)
     lb = margin_lower_bounds(*args)
     assert lb.requires_grad
     (-lb.sum()).backward()
@@ -242,10 +246,10 @@ def test_rsl18_preactivation_bounds_contain_samples() -> None:
     prop = robustness_property(x[0], int(y[0]), 0.05, (net.domain_lower, net.domain_upper), 10)
     rng = np.random.default_rng(0)
     h = _samples(prop.box.lower, prop.box.upper, rng, 500)
-    per_method = {m: preactivation_bounds(net, prop.box, m, Options(alpha_steps=5)) for m in METHODS}
+    per_method = {m: preactivation_bounds(net, prop.box, m, Options(alpha_steps=5)) for m in BOUND_OPTIONS}
     for k, layer in enumerate(net.layers):
         z = layer.apply(h)
-        for m in METHODS:
+        for m in BOUND_OPTIONS:
             l, u = per_method[m][k]
             assert np.all(z >= l) and np.all(z <= u)
         assert np.all(per_method["crown"][k][0] <= per_method["alpha-crown"][k][0] + TOL)

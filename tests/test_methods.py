@@ -40,3 +40,18 @@ def test_parse_methods_names_unknown_ones() -> None:
     assert parse_methods("pgd, crown,alpha") == ("attack", "crown", "alpha-crown")
     with pytest.raises(ValueError, match="magic"):
         parse_methods("crown,magic")
+
+
+def test_registry_is_the_one_list() -> None:
+    """Every method resolves, its runner imports, aliases map, and the CLI, report and torch API read it."""
+    from verify import registry
+    from verify.cli_args import build_parser
+    from verify.report_summary import METHOD_ORDER
+
+    for entry in registry.TABLE:
+        assert callable(registry.load_runner(entry.name))
+        assert all(registry.resolve(a) == entry.name for a in entry.aliases)
+    assert registry.resolve(" Interval ") == "ibp" and set(registry.BOUND_PROPAGATION) <= set(registry.CERTIFIERS)
+    assert "attack" not in registry.CERTIFIERS and METHOD_ORDER == registry.METHODS
+    help_text = "".join(build_parser().format_help().split())  # argparse wraps lines, also at hyphens
+    assert all(name in help_text for name in registry.METHODS)

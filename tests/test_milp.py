@@ -87,3 +87,19 @@ def test_certify_exact_verdicts():
                 xs = np.random.default_rng(0).uniform(prop.box.lower, prop.box.upper, (5000, 4))
                 assert not prop.output.violated(net.forward(xs)).any()
     assert seen == {Verdict.CERTIFIED, Verdict.FALSIFIED}
+
+
+def test_falsified_bound_is_the_worst_case_not_one_groups_optimum():
+    """Issue 12 item 1: the incumbent of one group's MILP can violate another group; the record's bound
+    must still be a lower bound on the property's worst-case margin (it was that group's optimum, > 0)."""
+    net = random_network(5, (3, 6, 4))
+    x = np.random.default_rng(5).uniform(0.2, 0.8, 3)
+    prop = robustness_property(x, int(np.argmax(net.forward(x))), 0.4, (net.domain_lower, net.domain_upper), 4)
+    res = certify_exact(net, prop, Options())
+    assert res.verdict is Verdict.FALSIFIED
+    xs = np.vstack([res.counterexample, np.random.default_rng(0).uniform(prop.box.lower, prop.box.upper, (20000, 3))])
+    margins = prop.output.margins(net.forward(xs))
+    worst = np.array([min(row[list(g)].max() for g in prop.output.groups) for row in margins])
+    assert res.bound <= worst.min() + 1e-9 and res.bound <= 0
+    assert worst[0] <= 0  # the counterexample is real
+    assert np.all(res.margin_bounds <= margins.min(axis=0) + 1e-9)  # every row: below its sampled minimum

@@ -59,7 +59,7 @@ def test_margin_matrix_rows() -> None:
         assert torch.allclose(m[i], z[i, int(y[i])] - z[i, others])
 
 
-@pytest.mark.parametrize("method", ["ibp", "crown", "alpha-crown"])
+@pytest.mark.parametrize("method", ["ibp", "crown", "alpha-crown-output", "alpha-crown"])
 @pytest.mark.parametrize("make,shape", [(small_mlp, (8,)), (small_conv, (1, 6, 6))])
 def test_certify_is_sound_on_samples(method, make, shape) -> None:
     model = make()
@@ -81,16 +81,20 @@ def test_certify_is_sound_on_samples(method, make, shape) -> None:
         assert (v is Verdict.CERTIFIED) == bool((row > 0).all())
 
 
-def test_certify_agrees_with_verification_path() -> None:
+@pytest.mark.parametrize("method", ["crown", "alpha-crown-output", "alpha-crown"])
+def test_certify_agrees_with_verification_path(method: str) -> None:
+    """One name, one variant: the batched training API and the per-property method give the same bounds
+    (issue 12 item 9: certify's "alpha-crown" kept the hidden-layer bounds at CROWN's)."""
     model = small_mlp().double()
     x = batch(4, (8,))
     with torch.no_grad():
         y = model(x.double()).argmax(1)
-    res = verify.certify(model, x, y, 0.03, method="crown")
+    opts = Options(alpha_steps=10)
+    res = verify.certify(model, x, y, 0.1, method=method, options=opts)
     net = from_module(model, (8,)).network
     for i in range(len(x)):
-        prop = robustness_property(x[i].double().numpy(), int(y[i]), 0.03, (net.domain_lower, net.domain_upper), 4)
-        direct = certify_with_bounds(net, prop, "crown", Options())
+        prop = robustness_property(x[i].double().numpy(), int(y[i]), 0.1, (net.domain_lower, net.domain_upper), 4)
+        direct = certify_with_bounds(net, prop, method, opts)
         assert np.allclose(direct.margin_bounds, res.lower_bounds[i].numpy(), atol=1e-7)
 
 

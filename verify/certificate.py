@@ -2,27 +2,16 @@
 
 LP section
 ----------
-The triangle LP (see :mod:`verify.relax.lp`) has variables ``x`` (input), and per hidden layer ``i``
-the pre-activation ``s_i`` and post-activation ``z_i``. Every variable keeps a *box*:
-``x`` in the input box, ``s_i`` in ``[l_i, u_i]``, ``z_i`` in ``[relu(l_i), relu(u_i)]``. The other
-constraints are Lagrange-relaxed with the saved multipliers:
+:class:`LPCertificate` holds the multipliers of the triangle LP; the bound is the LP's Lagrangian at
+those multipliers, minimized over the variable boxes in closed form (:mod:`verify.lp_dual`).
 
-* ``lam_i`` (free): ``s_i - W_i z_{i-1} - b_i = 0`` (``z_{-1} = x``),
-* ``alpha_i`` (free, active neurons ``l >= 0``): ``z_i - s_i = 0``,
-* ``beta_i`` (``>= 0``, unstable neurons): ``s_i - z_i <= 0``,
-* ``gamma_i`` (``>= 0``, unstable neurons): ``u (z - s + l) - l z <= 0`` (the triangle's upper side).
-
-For *any* multipliers the Lagrangian minimized over the boxes is a lower bound on the LP, hence on
-the margin ``c^T f(x) + d`` over the input box (given valid pre-activation bounds). The checker
-projects the multipliers onto their domains (wrong signs / wrong neurons are zeroed: the bound only
-weakens), evaluates the minimum in closed form, and subtracts a float64 rounding allowance
-proportional to the magnitudes of all summed terms, plus a forward-error allowance so the bound
-also holds for the network evaluated in float64. It uses only numpy and the :class:`Network`,
-not the code that built or solved the LP.
-
-Assumption: the pre-activation bounds stored in the certificate are sound for the box (they come
-from :func:`verify.bounds.preactivation_bounds` or from checked LPs). The checker rejects bounds
-that exclude the network's own pre-activations at the box centre.
+Bounds. Neither checker takes the pre-activation bounds stored in a certificate on trust:
+:func:`usable_bounds` re-derives sound bounds with the numpy code of :mod:`verify.bounds_check`
+(interval arithmetic, CROWN back-substitution, and the tightening steps the certificate's
+:class:`~verify.bounds_proof.BoundsProof` carries: alpha-CROWN slopes, LP-layerwise multipliers) and
+uses the hull of the stored and the re-derived bounds. Stored bounds that the proof supports come back
+as given; tighter ones are widened to what the checker can prove. No bound is accepted because it
+contains sampled points (the sample test below only catches gross errors early with a clear message).
 """
 
 from __future__ import annotations
@@ -30,23 +19,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 
+from verify.bounds_check import confirmed_bounds
+from verify.bounds_proof import BoundsProof
+from verify.lp_dual import CertificateError, check_shapes, lagrangian_value
 from verify.network import Network
 from verify.results import SolverStatus
+from verify.rounding import UNIT, eigenvalue_allowance, forward_allowance
 from verify.spec import InputBox
 
-_UNIT = 2.0**-53
+__all__ = ["CertificateError", "LPCertificate", "SDPCertificate", "SDPChecker", "check_lp_certificate", "check_lp_certificate_all",
+           "check_sdp_certificate", "lagrangian_bounds", "usable_bounds"]
 
-
-#: pre-activation bounds the checkers cannot re-derive (optimized slopes, LP-tightened bounds): these
-#: are only checked against sampled points of the box; every other source is re-derived independently
-#: (``verify.bounds_check``) and the hull with the stored bounds is used.
-TRUSTED_BOUND_SOURCES = ("alpha-crown", "lp-layerwise")
-
-
-class CertificateError(ValueError):
-    """A certificate does not fit the network / box / margin it is checked against."""
+_UNIT = UNIT  # the SDP section's allowances below follow the rules of verify.rounding
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,8 +44,8 @@ class LPCertificate:
         lam, alpha, beta, gamma: one ``(m, n_i)`` array per hidden layer (see the module doc).
         statuses: the solver's status per row; primal: the solver's primal objective per row
             (advisory only, never used as a bound).
-        bounds_source: how ``lower/upper`` were made; the checker re-derives and widens them unless the
-            source is in :data:`TRUSTED_BOUND_SOURCES`.
+        bounds_proof: how ``lower/upper`` were made and what the checker needs to re-derive them
+            (see :func:`usable_bounds`).
     """
 
     C: np.ndarray
@@ -73,7 +58,7 @@ class LPCertificate:
     gamma: tuple[np.ndarray, ...]
     statuses: tuple[SolverStatus, ...]
     primal: np.ndarray
-    bounds_source: str = "crown"
+    bounds_proof: BoundsProof = field(default_factory=BoundsProof)
 
     @property
     def n_rows(self) -> int:
@@ -99,7 +84,7 @@ def check_lp_certificate(
     if not 0 <= index < cert.n_rows:
         raise CertificateError(f"row index {index} out of range for a certificate of {cert.n_rows} rows")
     mults = tuple(tuple(a[index : index + 1] for a in group) for group in (cert.lam, cert.alpha, cert.beta, cert.gamma))
-    return float(lagrangian_bounds(net, box, c[None], np.array([d]), cert.lower, cert.upper, *mults, cert.bounds_source)[0])
+    return float(lagrangian_bounds(net, box, c[None], np.array([d]), cert.lower, cert.upper, *mults, cert.bounds_proof)[0])
 
 
 def check_lp_certificate_all(net: Network, box: InputBox, C: np.ndarray, d: np.ndarray, cert: LPCertificate) -> np.ndarray:
@@ -109,7 +94,7 @@ def check_lp_certificate_all(net: Network, box: InputBox, C: np.ndarray, d: np.n
     if C.shape[0] != cert.n_rows or d.shape != (cert.n_rows,):
         raise CertificateError(f"{C.shape[0]} margin rows but the certificate has {cert.n_rows}")
     return lagrangian_bounds(net, box, C, d, cert.lower, cert.upper, cert.lam, cert.alpha, cert.beta, cert.gamma,
-                             cert.bounds_source)
+                             cert.bounds_proof)
 
 
 def lagrangian_bounds(
@@ -123,106 +108,25 @@ def lagrangian_bounds(
     alpha: tuple[np.ndarray, ...],
     beta: tuple[np.ndarray, ...],
     gamma: tuple[np.ndarray, ...],
-    bounds_source: str = "crown",
+    bounds_proof: BoundsProof | None = None,
 ) -> np.ndarray:
     """The Lagrangian of the triangle LP minimized over the variable boxes, rounding-safe; ``(m,)``.
 
-    The pre-activation bounds are re-derived independently unless ``bounds_source`` is trusted.
+    The pre-activation bounds are first re-derived independently (:func:`usable_bounds`, with the
+    steps of ``bounds_proof``); see :func:`verify.lp_dual.lagrangian_value` for the rest.
     """
-    n_hidden = len(net.layers) - 1
-    _check_shapes(net, box, C, lower, upper, (lam, alpha, beta, gamma), n_hidden)
-    lower, upper = usable_bounds(net, box, lower, upper, bounds_source)
-    m = C.shape[0]
-    terms: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # (coef, mag, lo, hi)
-    const = C @ net.layers[-1].bias + d
-    const_mag = np.abs(C) @ np.abs(net.layers[-1].bias) + np.abs(d)
-    nxt, nxt_mag = _rmatvec(net.layers[-1].weight, C), _rmatvec(abs(net.layers[-1].weight), np.abs(C))
-    for i in range(n_hidden - 1, -1, -1):
-        l, u = lower[i], upper[i]
-        act, unst = l >= 0, (l < 0) & (u > 0)
-        lm = lam[i]
-        al = np.where(act, alpha[i], 0.0)
-        be = np.where(unst, np.maximum(beta[i], 0.0), 0.0)
-        ga = np.where(unst, np.maximum(gamma[i], 0.0), 0.0)
-        r_z = al - be + ga * (u - l) + nxt
-        mag_z = np.abs(al) + be + ga * np.abs(u - l) + nxt_mag
-        terms.append((r_z, mag_z, np.maximum(l, 0.0), np.maximum(u, 0.0)))
-        r_s = lm - al + be - ga * u
-        terms.append((r_s, np.abs(lm) + np.abs(al) + be + ga * np.abs(u), l, u))
-        b = net.layers[i].bias
-        const = const - lm @ b + ga @ (u * l)
-        const_mag = const_mag + np.abs(lm) @ np.abs(b) + ga @ np.abs(u * l)
-        nxt = -_rmatvec(net.layers[i].weight, lm)
-        nxt_mag = _rmatvec(abs(net.layers[i].weight), np.abs(lm))
-    terms.append((nxt, nxt_mag, box.lower, box.upper))
-    value = const.copy()
-    abs_sum = np.abs(const) + const_mag
-    coef_err = np.zeros(m)
-    n_terms = 0
-    for coef, mag, lo, hi in terms:
-        piece = np.minimum(coef * lo, coef * hi)
-        value = value + piece.sum(axis=1)
-        abs_sum = abs_sum + np.abs(piece).sum(axis=1)
-        coef_err = coef_err + mag @ np.maximum(np.abs(lo), np.abs(hi))
-        n_terms += lo.size
-    fan = max(max(layer.in_dim, layer.out_dim) for layer in net.layers) + 8
-    slack = 2.0 * (_gamma(fan) * coef_err + _gamma(n_terms + 4 * n_hidden + 8) * abs_sum)
-    out = value - slack - float_forward_allowance(net, box, upper, C)
-    finite = np.all([np.all(np.isfinite(a)) for g in (lam, alpha, beta, gamma) for a in g])
-    return np.where(np.isfinite(out) & finite, out, -np.inf)
+    check_shapes(net, box, C, lower, upper, (lam, alpha, beta, gamma))
+    lower, upper = usable_bounds(net, box, lower, upper, bounds_proof)
+    return lagrangian_value(net, box, C, d, lower, upper, lam, alpha, beta, gamma)
 
 
-def float_forward_allowance(net: Network, box: InputBox, upper: tuple[np.ndarray, ...], C: np.ndarray) -> np.ndarray:
-    """Bound ``(m,)`` on ``|C (f_float64(x) - f_exact(x))|`` over the box, so bounds hold for the float64 network.
-
-    Standard forward error analysis: layer ``i`` adds at most ``gamma_n (|W_i| |z| + |b_i|)`` and
-    earlier errors pass through ``|W_i|`` (ReLU is 1-Lipschitz); ``|z_i| <= relu(u_i)``.
-    """
-    zmax = np.maximum(np.abs(box.lower), np.abs(box.upper))
-    err = np.zeros_like(zmax)
-    for i, layer in enumerate(net.layers):
-        g = _gamma(layer.in_dim + 2)
-        w_abs = abs(layer.weight)
-        err = np.asarray(w_abs @ err).ravel() + g * (np.asarray(w_abs @ zmax).ravel() + np.abs(layer.bias))
-        if i < len(net.layers) - 1:
-            zmax = np.maximum(upper[i], 0.0)
-    return 2.0 * (np.abs(C) @ err)
-
-
-def _gamma(k: int) -> float:
-    """Classical bound ``k u / (1 - k u)`` on the relative error of a k-term float64 sum or dot product."""
-    return k * _UNIT / (1.0 - k * _UNIT)
-
-
-def _rmatvec(w: np.ndarray | sp.spmatrix, rows: np.ndarray) -> np.ndarray:
-    """``rows @ w`` for ``rows`` of shape ``(m, out)`` and ``w`` of shape ``(out, in)``; dense ``(m, in)``."""
-    return np.asarray((w.T @ rows.T).T) if sp.issparse(w) else rows @ w
-
-
-def _check_shapes(net, box, C, lower, upper, groups, n_hidden) -> None:  # type: ignore[no-untyped-def]
-    if box.dim != net.in_dim:
-        raise CertificateError(f"box has {box.dim} inputs, network has {net.in_dim}")
-    if C.ndim != 2 or C.shape[1] != net.out_dim:
-        raise CertificateError(f"margin row has {C.shape[-1]} entries, network has {net.out_dim} outputs")
-    if len(lower) != n_hidden or len(upper) != n_hidden:
-        raise CertificateError(f"certificate has bounds for {len(lower)} hidden layers, network has {n_hidden}")
-    for g in groups:
-        if len(g) != n_hidden:
-            raise CertificateError("certificate multiplier lists do not match the number of hidden layers")
-        for i, a in enumerate(g):
-            if a.shape != (C.shape[0], net.layers[i].out_dim):
-                raise CertificateError(f"multipliers of hidden layer {i} have shape {a.shape}")
-
-
-def usable_bounds(net: Network, box: InputBox, lower, upper, source: str):  # type: ignore[no-untyped-def]
-    """Stored bounds checked against sampled points, then (unless trusted) widened to their hull with
-    independently derived sound bounds, so the relaxation is valid whatever the certificate says."""
+def usable_bounds(net: Network, box: InputBox, lower, upper, proof: BoundsProof | None):  # type: ignore[no-untyped-def]
+    """The bounds a checker may use: the hull of the stored ones and the ones :mod:`verify.bounds_check`
+    re-derives itself (interval, CROWN, and the steps of ``proof``), layer by layer. Sound whatever the
+    certificate says; equal to the stored bounds where the proof supports them. Stored bounds that
+    exclude sampled points of the box are refused at once (:class:`CertificateError`)."""
     _bounds_contain_samples(net, box, lower, upper)
-    if source in TRUSTED_BOUND_SOURCES:
-        return tuple(lower), tuple(upper)
-    from verify.bounds_check import confirmed_bounds
-
-    return confirmed_bounds(net, box, tuple(lower), tuple(upper))
+    return confirmed_bounds(net, box, tuple(lower), tuple(upper), proof)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,7 +156,8 @@ class SDPCertificate:
         claimed: the bound the solver computed (advisory; the checker recomputes it).
         backend, status: which solver produced it and how it ended.
         kappa: ``(N,) >= 0`` multipliers of the triangle cuts ``z <= u (s - l) / (u - l)``, or empty.
-        bounds_source: how ``hidden_lower/upper`` were made (see :data:`TRUSTED_BOUND_SOURCES`).
+        bounds_proof: how ``hidden_lower/upper`` were made and what the checker needs to re-derive them
+            (see :func:`usable_bounds`).
     """
 
     c: np.ndarray
@@ -268,7 +173,7 @@ class SDPCertificate:
     backend: str = "dual"
     status: SolverStatus = SolverStatus.OPTIMAL
     kappa: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    bounds_source: str = "crown"  # "alpha-crown" bounds cannot be re-derived by the checker: trusted
+    bounds_proof: BoundsProof = field(default_factory=BoundsProof)
 
 
 def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row: float, cert: SDPCertificate) -> float:
@@ -279,7 +184,7 @@ def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row:
     network's pre-activations at the box centre and at a few sampled points of the box). To check many
     rows of one input, build one :class:`SDPChecker` and call :meth:`SDPChecker.check` per row.
     """
-    return SDPChecker(net, box, cert.hidden_lower, cert.hidden_upper, cert.bounds_source).check(c_row, d_row, cert)
+    return SDPChecker(net, box, cert.hidden_lower, cert.hidden_upper, cert.bounds_proof).check(c_row, d_row, cert)
 
 
 class SDPChecker:
@@ -287,14 +192,14 @@ class SDPChecker:
     and the relaxation's rows (with their rounding errors) rebuilt from the network once, then
     :meth:`check` evaluates any certificate made with these bounds. Independent of the solver's code."""
 
-    def __init__(self, net: Network, box: InputBox, lower, upper, bounds_source: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, net: Network, box: InputBox, lower, upper, proof: BoundsProof) -> None:  # type: ignore[no-untyped-def]
         if box.dim != net.in_dim:
             raise CertificateError(f"box has {box.dim} inputs; network has {net.in_dim}")
         lower, upper = tuple(np.asarray(a) for a in lower), tuple(np.asarray(a) for a in upper)
         if len(lower) != len(net.layers) - 1 or len(upper) != len(lower):
             raise CertificateError(f"certificate has bounds for {len(lower)} hidden layers, network has {len(net.layers) - 1}")
-        self.net, self.box, self.stored, self.source = net, box, (lower, upper), bounds_source
-        lower, upper = usable_bounds(net, box, lower, upper, bounds_source)
+        self.net, self.box, self.stored, self.proof = net, box, (lower, upper), proof
+        lower, upper = usable_bounds(net, box, lower, upper, proof)
         self.upper = upper
         self.unstable = [np.flatnonzero((np.asarray(l) < 0) & (np.asarray(u) > 0)) for l, u in zip(lower, upper)]
         self.n = int(sum(k.size for k in self.unstable))
@@ -303,9 +208,9 @@ class SDPChecker:
         self.rows, self.errs, self.out, self.out_err = _sdp_rows(net, box, lower, upper, self.unstable, self.free)
 
     def fits(self, cert: SDPCertificate) -> bool:
-        """Whether ``cert`` was made with this checker's stored bounds (and source)."""
+        """Whether ``cert`` was made with this checker's stored bounds (and the same proof object)."""
         lower, upper = self.stored
-        return (cert.bounds_source == self.source and len(cert.hidden_lower) == len(lower)
+        return (cert.bounds_proof is self.proof and len(cert.hidden_lower) == len(lower)
                 and all(np.array_equal(a, b) for a, b in zip(cert.hidden_lower, lower))
                 and all(np.array_equal(a, b) for a, b in zip(cert.hidden_upper, upper)))
 
@@ -347,7 +252,7 @@ class SDPChecker:
         if kappa.size:
             slack += float(kappa @ tau_err.sum(axis=1))
         # the relaxation describes the network in exact arithmetic; the float64 network differs by at most this
-        forward = float(float_forward_allowance(net, box, self.upper, c[None])[0])
+        forward = float(forward_allowance(net, box, self.upper, c[None])[0])
         return _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) - slack - forward
 
 
@@ -451,7 +356,7 @@ def _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) -> float:  # type: ignore[no-
     lam_min = _eigvalsh_min(s)
     if not np.isfinite(lam_min):  # never let min(0.0, nan) == 0.0 pass a matrix as PSD
         return -np.inf
-    err_eig = 32.0 * s.shape[0] * _UNIT * float(np.linalg.norm(s))
+    err_eig = eigenvalue_allowance(s)
     lam_min -= err_m + err_s + err_eig
     total = gamma - float(mu_x.sum()) - float(mu_z.sum())
     err_sum = 4.0 * dim * _UNIT * (abs(gamma) + float(mu_x.sum()) + float(mu_z.sum()))

@@ -2,7 +2,7 @@
 
 ``verify NET --eps 0.1`` certifies (or falsifies) robustness of NET on inputs from ``--data`` with every
 method of ``--methods`` and prints a comparison table; ``--vnnlib SPEC`` checks one VNN-COMP property.
-Exit codes: 0 done, 2 bad input (one line on stderr), 130 interrupted (finished results kept).
+Exit codes: 0 done, 2 bad input (one line on stderr), 130 interrupted, 143 terminated (finished results kept).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from verify.cli_args import UsageError, build_parser, options_from_args, parse_eps, parse_methods_arg
+from verify.cli_args import UsageError, build_parser, check_outputs, options_from_args, parse_eps, parse_methods_arg
 
 log = logging.getLogger("verify")
 
@@ -31,12 +31,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads is not None and args.threads >= 1:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
+                        force=True)  # to the current stderr, also when main() runs twice in one process
     try:
+        check_outputs(args)
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
         if args.vnnlib:
             from verify.cli_vnnlib import run_vnnlib
 

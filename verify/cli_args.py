@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import tempfile
+from pathlib import Path
+from typing import NoReturn
 
-from verify.methods import METHODS, parse_methods
-from verify.options import BOUND_METHODS, LP_SOLVERS, SDP_BACKENDS, Options
+from verify.registry import METHODS, parse_methods
+from verify.options import Options
 
 
 class UsageError(ValueError):
     """Bad command-line input; printed as one line, exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (``verify: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see verify --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="verify",
         description="Prove (or refute) that a ReLU network's decision cannot be flipped by any L-infinity "
         "perturbation of radius eps (in the input's own units, e.g. pixels in [0,1]).",
@@ -39,21 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", default=None, help="input shape, e.g. 1,28,28 (for conv state dicts)")
     p.add_argument("--mean", default=None, help="input normalization mean (one value or one per channel, comma-separated)")
     p.add_argument("--std", default=None, help="input normalization std (as --mean); eps stays in un-normalized units")
-    p.add_argument("--bounds", default="crown", choices=BOUND_METHODS, help="pre-activation bounds for lp/sdp/exact")
-    p.add_argument("--lp-solver", default="highs", choices=LP_SOLVERS)
-    p.add_argument("--sdp-backend", default="dual", choices=SDP_BACKENDS)
-    p.add_argument("--sdp-workers", type=int, default=1,
-                   help="processes solving an input's SDP margins in parallel, one core each (default 1)")
-    p.add_argument("--time-limit", type=float, default=60.0, help="seconds per margin for lp/sdp/exact (default 60)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="whole wall time in seconds per property (one input at one eps), all methods included (VNN-COMP semantics)")
-    p.add_argument("--attack-steps", type=int, default=50)
-    p.add_argument("--attack-restarts", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    add_option_flags(p.add_argument_group("method settings (verify.Options; same defaults in the library)"))
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log solver progress")
     return p
+
+
+def add_option_flags(group: argparse._ActionsContainer) -> None:
+    """One flag per :class:`Options` field (``alpha_steps`` -> ``--alpha-steps``), with its default and help."""
+    for f in dataclasses.fields(Options):
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        text = f"{meta['help']} (default {'unset' if f.default is None else f.default})"
+        if isinstance(f.default, bool):
+            action = "store_true" if not f.default else argparse.BooleanOptionalAction
+            group.add_argument(flag, action=action, default=f.default, help=text)
+        else:
+            kind = meta.get("type", type(f.default))
+            group.add_argument(flag, type=kind, default=f.default, choices=meta.get("choices"), help=text,
+                               metavar=None if meta.get("choices") else {int: "N", float: "X"}.get(kind))
 
 
 def parse_eps(text: str) -> tuple[float, ...]:
@@ -122,10 +137,53 @@ def options_from_args(args: argparse.Namespace) -> Options:
             raise UsageError(f"--{name.replace('_', '-')} must be {'>= 1' if name == 'n' else '>= 0'}")
     if args.start < 0:
         raise UsageError("--start must be >= 0")
+    _check_device(args.device)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Options)}
     try:
-        return Options(
-            bounds=args.bounds, lp_solver=args.lp_solver, sdp_backend=args.sdp_backend, time_limit=args.time_limit, timeout=args.timeout,
-            sdp_workers=args.sdp_workers, attack_steps=args.attack_steps, attack_restarts=args.attack_restarts, seed=args.seed,
-        )
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+        return Options(**values)
+    except ValueError as err:  # Options names the field; the user typed the flag
+        message = str(err)
+        name = message.split(" ", 1)[0]
+        if name in values:
+            message = "--" + name.replace("_", "-") + message[len(name):]
+        raise UsageError(message) from None
+
+
+def _check_device(device: str) -> None:
+    """``--device``: a torch device that exists here (e.g. ``cpu``, ``cuda``, ``cuda:1``)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device: {device!r} is not a torch device (e.g. cpu, cuda, cuda:0)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available here")
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device}: only cpu and cuda devices are supported")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: every output file named on the command line can be written (its folder exists
+    and takes a new file; it is not a folder itself), and ``--out`` comes with ``--vnnlib``."""
+    if args.out is not None and not args.vnnlib:
+        raise UsageError("--out applies only with --vnnlib (use --json or --report for a data set run)")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    for flag in ("json", "report", "out"):
+        value = getattr(args, flag)
+        if value is not None:
+            _check_writable(Path(value), f"--{flag}")
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: the folder {folder} does not exist")
+    try:  # a probe file, removed at once: permissions, read-only mounts and pseudo file systems all show here
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".verify-probe-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot write in {folder} ({err.strerror or err})") from None

@@ -6,15 +6,21 @@ import argparse
 import dataclasses
 import datetime as dt
 import platform
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from verify.cli_args import UsageError, parse_domain, parse_floats, parse_shape
 from verify.cli_progress import Progress
 from verify.network import Network
 from verify.options import Options
 from verify.report import Report
-from verify.runner import ResultsFile, done_map, make_tasks, read_results, run_tasks
+from verify.report import Record
+from verify.results_file import ResultsFile, create_default, read_results
+from verify.runner import Sink, make_tasks, run_tasks, validate_tasks
+from verify.spec import domain_notice
 
 RUNS_DIR = Path("verify-runs")
 #: the SDP joins the default method set up to this many hidden units (see README for timings)
@@ -37,7 +43,30 @@ def load(args: argparse.Namespace):
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. from a batch scheduler or ``kill``), handled like Ctrl-C; exit code 143."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`Terminated`, so the run stops as on Ctrl-C."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    try:
+        old = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tuple[str, ...] | None, options: Options) -> int:
+    """Load, check every input, open (or resume) the results file, run, print the table; the exit code."""
     from verify.data import load_dataset
 
     loaded = load(args)
@@ -47,23 +76,33 @@ def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tu
         raise UsageError("no inputs: pass --data FILE (.npz with x and y, or a torch tensor file), or --vnnlib SPEC")
     x, y = load_dataset(data, args.n, args.start, net.in_dim)
     methods = methods or default_methods(net)
-    meta = run_meta(args, net, loaded.source, data, methods, eps_values, options)
-    path, records = open_results(args, meta)
     tasks = make_tasks(x, y, eps_values, args.start)
-    progress = Progress(len(tasks), methods, enabled=not args.quiet, prior=records)
-    results = ResultsFile(path, meta)
+    validate_tasks(net, tasks)  # before anything is written
+    meta = run_meta(args, net, loaded.source, data, methods, eps_values, options)
+    notice = domain_notice(eps_values, net.domain_lower, net.domain_upper)
+    if notice:  # allowed, but never silent: on stderr and in the report's metadata
+        print(f"verify: note: {notice}", file=sys.stderr)
+        meta["notices"] = [notice]
+    results, prior = open_results(args, meta)
+    progress = Progress(len(tasks), methods, enabled=not args.quiet, prior=prior)
+    sink = Sink(prior, results, progress.update)
     try:
-        records += run_tasks(net, tasks, methods, options, loaded.reference, results, done_map(records), progress.update)
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():
+            run_tasks(net, tasks, methods, options, loaded.reference, sink)
+    except KeyboardInterrupt as stop:
         results.close()
         progress.close()
-        report = Report(records, meta)
-        print(report.table())
-        print(f"interrupted: finished results are in {path}; continue with --resume {path}", file=sys.stderr)
-        return 130
-    results.close()
+        print(Report(sink.records, meta).table())
+        print(f"interrupted: finished results are in {results.path}; continue with --resume {results.path}", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        results.close()
     progress.close()
-    report = Report(records, meta)
+    return finish(args, Report(sink.records, meta), results.path)
+
+
+def finish(args: argparse.Namespace, report: Report, path: Path) -> int:
+    """Print the table and write the requested reports."""
     print(report.table())
     print(f"results: {path}", file=sys.stderr)
     if args.json:
@@ -103,30 +142,31 @@ def run_meta(args, net: Network, source: str, data: str, methods, eps_values, op
     }
 
 
-def open_results(args: argparse.Namespace, meta: dict) -> tuple[Path, list]:
-    """The results file to append to, and the records already in it when resuming."""
+#: options that change how a run is executed, not its results: a run may resume with other values
+EXECUTION_OPTIONS = ("sdp_workers",)
+
+
+def open_results(args: argparse.Namespace, meta: dict) -> tuple[ResultsFile, list[Record]]:
+    """The (locked) results file to append to, and the records already in it when resuming."""
     if args.resume is None:
         if args.results:
-            path = Path(args.results)
-            if path.exists() and path.stat().st_size:
-                raise UsageError(f"results file {path} exists; pass --resume {path} to continue it, or choose another --results")
-        else:
-            RUNS_DIR.mkdir(exist_ok=True)
-            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            path = RUNS_DIR / f"{Path(args.model).stem}-{stamp}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path, []
+            return ResultsFile.create(args.results, meta), []
+        return create_default(RUNS_DIR, Path(args.model).stem, meta), []
     path = latest_run(args.model, meta["network_hash"]) if args.resume == "latest" else Path(args.resume)
-    old, records = read_results(path)
+    results, old, records = ResultsFile.resume(path)
     for key in ("network_hash", "methods", "data", "start", "n", "eps", "options"):
-        if old.get(key) != meta.get(key):
-            raise UsageError(f"cannot resume {path}: its {key} ({old.get(key)}) differs from this run's ({meta.get(key)})")
-    return path, records
+        theirs, ours = old.get(key), meta.get(key)
+        if key == "options" and isinstance(theirs, dict) and isinstance(ours, dict):
+            theirs, ours = ({k: v for k, v in o.items() if k not in EXECUTION_OPTIONS} for o in (theirs, ours))
+        if theirs != ours:
+            results.close()
+            raise UsageError(f"cannot resume {path}: its {key} ({theirs}) differs from this run's ({ours})")
+    return results, records
 
 
 def latest_run(model: str, network_hash: str) -> Path:
-    """The newest results file in verify-runs/ for this network."""
-    for path in sorted(RUNS_DIR.glob(f"{Path(model).stem}-*.jsonl"), reverse=True):
+    """The most recently written results file in verify-runs/ for this network."""
+    for path in sorted(RUNS_DIR.glob(f"{Path(model).stem}-*.jsonl"), key=lambda p: (p.stat().st_mtime, p.name), reverse=True):
         try:
             meta, _ = read_results(path)
         except ValueError:

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from verify.messages import one_line
+from verify.npzfile import open_npz, real_array
+
 DIGITS = "digits"
 DIGITS_TRAIN = "digits-train"
 DIGITS_TEST_FRACTION = 0.2
@@ -80,15 +83,14 @@ def load_dataset(path: str | None, n: int | None, start: int = 0, in_dim: int | 
 def _read_file(p: Path) -> tuple[object, object]:
     if not p.exists():
         raise DataError(f"dataset {p} does not exist (give an .npz with x and y, a torch file, or 'digits')")
+    if p.is_file() and p.stat().st_size == 0:
+        raise DataError(f"dataset {p} is empty (0 bytes)")
     if p.suffix.lower() == ".npz":
-        try:
-            d = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{p} is not a readable .npz file ({exc})") from exc
+        d = open_npz(p, DataError, "a dataset (.npz with arrays x and y)")
         missing = [k for k in ("x", "y") if k not in d.files]
         if missing:
             raise DataError(f"dataset {p} has no array '{missing[0]}' (found {d.files}); it needs arrays x and y")
-        return d["x"], d["y"]
+        return real_array(d, "x", DataError, p), real_array(d, "y", DataError, p)
     return _read_torch(p)
 
 
@@ -98,7 +100,7 @@ def _read_torch(p: Path) -> tuple[object, object]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many error types for non-tensor files
-        detail = str(exc).splitlines()[0][:100]
+        detail = one_line(exc, 100)
         raise DataError(f"{p} is not a dataset file (expected .npz with x, y or a torch (x, y) file: {detail})") from exc
     if isinstance(obj, dict) and "x" in obj and "y" in obj:
         return obj["x"], obj["y"]
@@ -107,19 +109,21 @@ def _read_torch(p: Path) -> tuple[object, object]:
     raise DataError(f"{p}: a torch dataset file must hold an (x, y) tuple or a dict with 'x' and 'y', got {type(obj).__name__}")
 
 
-def _to_numpy(a: object) -> np.ndarray:
-    if hasattr(a, "detach"):
-        return a.detach().cpu().numpy()  # type: ignore[union-attr]
-    return np.asarray(a)
+def _to_numpy(a: object, name: str) -> np.ndarray:
+    try:
+        out = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)  # type: ignore[union-attr]
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"dataset {name}: x and y must be arrays of numbers ({one_line(exc)})") from exc
+    if not (out.dtype == bool or np.issubdtype(out.dtype, np.integer) or np.issubdtype(out.dtype, np.floating)):
+        raise DataError(f"dataset {name}: x and y must be real numbers, got dtype {out.dtype}")
+    return out
 
 
 def _normalize(x: object, y: object, name: str) -> tuple[np.ndarray, np.ndarray]:
-    xa, ya = _to_numpy(x), _to_numpy(y)
+    xa, ya = _to_numpy(x, name), _to_numpy(y, name)
     if xa.ndim < 1 or xa.shape[0] == 0:
         raise DataError(f"dataset {name} has no examples")
     scale = 255.0 if xa.dtype == np.uint8 else 1.0
-    if not (np.issubdtype(xa.dtype, np.number) or xa.dtype == bool):
-        raise DataError(f"dataset {name}: inputs must be numeric, got dtype {xa.dtype}")
     xf = xa.reshape(xa.shape[0], -1).astype(np.float64) / scale
     if ya.ndim == 2 and ya.shape[1] == 1:
         ya = ya[:, 0]
@@ -128,8 +132,10 @@ def _normalize(x: object, y: object, name: str) -> tuple[np.ndarray, np.ndarray]
     if not np.all(np.isfinite(xf)):
         raise DataError(f"dataset {name} contains NaN or infinite inputs")
     if not np.issubdtype(ya.dtype, np.integer):
-        if not np.all(np.equal(np.mod(ya, 1), 0)):
+        if not (np.all(np.isfinite(ya)) and np.all(np.equal(np.mod(ya, 1), 0))):
             raise DataError(f"dataset {name}: labels must be integers, got dtype {ya.dtype}")
+        if ya.size and np.max(np.abs(ya)) > 2**53:
+            raise DataError(f"dataset {name}: label {ya[np.argmax(np.abs(ya))]:g} is not a class index")
     return xf, ya.astype(np.int64)
 
 

@@ -1,6 +1,7 @@
-"""Method registry: one name -> one function ``(net, prop, options, reference) -> MethodResult``.
+"""Running a method: one name -> one function ``(net, prop, options, reference) -> MethodResult``.
 
-Solver-backed methods are imported lazily so that the torch-only paths never import cvxpy.
+The names, aliases and runners are listed once in :mod:`verify.registry`; runners are imported lazily
+so that the torch-only paths never import cvxpy.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from verify.network import Network
 from verify.options import Options
+from verify.registry import CERTIFIERS, METHODS, info, load_runner, parse_methods
 from verify.results import MethodResult, SolverStatus, Verdict
 from verify.spec import Property
 
@@ -21,10 +23,7 @@ log = logging.getLogger(__name__)
 
 Reference = Callable[[np.ndarray], np.ndarray]
 
-#: every method, cheapest first; "exact" is a MILP meant for small networks
-METHODS = ("attack", "ibp", "crown", "alpha-crown", "lp", "sdp", "exact")
-#: methods that can prove a property (everything but the attack)
-CERTIFIERS = METHODS[1:]
+__all__ = ["CERTIFIERS", "METHODS", "Reference", "parse_methods", "run_method"]
 
 
 def run_method(
@@ -66,35 +65,10 @@ def _recheck(res: MethodResult, net: Network, prop: Property, reference: Referen
 
 
 def _dispatch(name: str, net: Network, prop: Property, options: Options, reference: Reference | None) -> MethodResult:
-    if name == "attack":
-        from verify.attack import pgd_attack
-
-        return pgd_attack(net, prop, options, reference)
-    if name in ("ibp", "crown", "alpha-crown"):
-        from verify.bounds.method import certify_with_bounds
-
-        return certify_with_bounds(net, prop, name, options)
-    if name == "lp":
-        from verify.relax.lp import certify_lp
-
-        return certify_lp(net, prop, options)
-    if name == "sdp":
-        from verify.relax.sdp import certify_sdp
-
-        return certify_sdp(net, prop, options)
-    if name == "exact":
-        from verify.relax.milp import certify_exact
-
-        return certify_exact(net, prop, options)
-    raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-
-
-def parse_methods(text: str) -> tuple[str, ...]:
-    """``"attack,crown,lp"`` -> ``("attack", "crown", "lp")``; raises ValueError naming an unknown method."""
-    names = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
-    aliases = {"interval": "ibp", "alpha": "alpha-crown", "alphacrown": "alpha-crown", "pgd": "attack", "milp": "exact"}
-    names = tuple(aliases.get(n, n) for n in names)
-    bad = [n for n in names if n not in METHODS]
-    if bad or not names:
-        raise ValueError(f"unknown method(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(METHODS)}")
-    return names
+    entry = info(name)  # ValueError naming the known methods
+    extra: dict = {}
+    if entry.takes_reference:
+        extra["reference"] = reference
+    if entry.bound_propagation:
+        extra["method"] = entry.name
+    return load_runner(entry.name)(net, prop, options=options, **extra)

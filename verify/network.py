@@ -115,9 +115,12 @@ class Network:
             raise NetworkError("network must end with an affine (linear/conv) layer producing the logits")
         layers.append(pending)
         in_dim = int(np.prod(input_shape))
-        lo, hi = domain
-        lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), (in_dim,)).copy()
-        hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), (in_dim,)).copy()
+        try:
+            lo, hi = domain
+            lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), (in_dim,)).copy()
+            hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), (in_dim,)).copy()
+        except (TypeError, ValueError):
+            raise NetworkError(f"input domain must be (lower, upper), numbers or arrays of {in_dim} numbers; got {domain!r}") from None
         return Network(tuple(layers), tuple(int(s) for s in input_shape), lo, hi, name, tuple(notes))
 
     # --- sizes --------------------------------------------------------------------------
@@ -208,6 +211,8 @@ def _validate(net: Network) -> None:
         raise NetworkError("network has no layers")
     for i, layer in enumerate(net.layers):
         label = layer.name or f"layer {i}"
+        if layer.out_dim < 1 or layer.in_dim < 1:
+            raise NetworkError(f"{label} (position {i}) is empty: weight of shape {tuple(layer.weight.shape)}")
         if layer.bias.shape != (layer.out_dim,):
             raise NetworkError(f"{label}: bias shape {layer.bias.shape} != ({layer.out_dim},)")
         data = layer.weight.data if sp.issparse(layer.weight) else layer.weight

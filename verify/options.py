@@ -2,63 +2,66 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 
 BOUND_METHODS = ("interval", "crown", "alpha-crown")
 LP_SOLVERS = ("highs", "clarabel")
 SDP_BACKENDS = ("dual", "cvxpy")
+DTYPES = ("float32", "float64")
+
+
+def _field(default: object, help: str, **cli: object):  # noqa: A002 - "help" as in argparse
+    """A field whose ``help`` (and ``choices``) feed the class docstring and the ``verify`` flags."""
+    return field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass(frozen=True)
 class Options:
     """Settings for every method. eps is never here: it belongs to the property.
 
+    Every field is also a ``verify`` command-line flag (``alpha_steps`` -> ``--alpha-steps``) with the
+    same default and help (:func:`verify.cli_args.build_parser` reads them from here).
+
     Attributes:
-        bounds: pre-activation bounds used by LP, SDP and MILP: "interval", "crown" or "alpha-crown".
-        alpha_steps, alpha_lr: gradient steps and Adam step size of alpha-CROWN's slope optimization.
-        lp_solver: "highs" (default) or "clarabel".
-        lp_layerwise: tighten every unstable neuron's bounds with LPs, layer by layer (LP-ALL).
-        sdp_backend: "dual" (our scalable primal-dual interior-point solver) or "cvxpy" (SCS/Clarabel reference).
-        sdp_iterations: iteration cap of the interior-point SDP solver, per margin.
-        sdp_triangle: add triangle (LP) cuts to the SDP.
-        sdp_workers: processes solving the margins of one input in parallel (SDP); each uses one core.
-        time_limit: seconds per margin for LP/SDP/MILP solves; the best sound bound so far is kept.
-        timeout: whole wall time in seconds for one property (one input at one eps), all methods
-            included (VNN-COMP semantics); None: only the per-margin ``time_limit`` applies. A method
-            started with ``timeout=t`` must return within about ``t`` seconds (see :mod:`verify.budget`).
-        attack_steps, attack_restarts, attack_step_size: PGD settings (step size relative to eps).
-        seed: seed for every random choice (attack restarts, samples).
-        device, dtype: torch device and dtype for bounds and attacks ("float64" for certificates).
     """
 
-    bounds: str = "crown"
-    alpha_steps: int = 20
-    alpha_lr: float = 0.1
-    lp_solver: str = "highs"
-    lp_layerwise: bool = False
-    sdp_backend: str = "dual"
-    sdp_iterations: int = 300
-    sdp_triangle: bool = False
-    sdp_workers: int = 1
-    time_limit: float = 60.0
-    timeout: float | None = None
-    attack_steps: int = 50
-    attack_restarts: int = 5
-    attack_step_size: float = 0.1
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float64"
+    bounds: str = _field("crown", "pre-activation bounds used by LP, SDP and MILP", choices=BOUND_METHODS)
+    alpha_steps: int = _field(20, "gradient steps of alpha-CROWN's slope optimization")
+    alpha_lr: float = _field(0.1, "Adam step size of alpha-CROWN's slope optimization")
+    lp_solver: str = _field("highs", "LP solver", choices=LP_SOLVERS)
+    lp_layerwise: bool = _field(False, "LP-ALL: tighten every unstable neuron's bounds with LPs, layer by layer (slow)")
+    sdp_backend: str = _field("dual", "SDP solver: our scalable primal-dual interior-point method, or cvxpy "
+                              "(SCS/Clarabel reference)", choices=SDP_BACKENDS)
+    sdp_iterations: int = _field(300, "iteration cap of the interior-point SDP solver, per margin")
+    sdp_triangle: bool = _field(False, "add the triangle (LP) cuts to the SDP")
+    sdp_workers: int = _field(1, "processes solving the SDP margins of one input in parallel, one core each")
+    time_limit: float = _field(60.0, "seconds per margin for LP/SDP/MILP solves; the best sound bound so far is kept")
+    timeout: float | None = _field(None, "whole wall time in seconds for one property (one input at one eps), all "
+                                   "methods included (VNN-COMP semantics); unset: only the per-margin time limit applies. "
+                                   "A method started with timeout=t returns within about t seconds (see verify.budget)", type=float)
+    attack_steps: int = _field(50, "PGD steps per restart")
+    attack_restarts: int = _field(5, "PGD restarts")
+    attack_step_size: float = _field(0.1, "PGD step size, relative to eps (or to each coordinate's half-width "
+                                     "for boxes without an eps)")
+    seed: int = _field(0, "seed for every random choice (attack restarts, samples)")
+    device: str = _field("cpu", "torch device for bound propagation and the attack (e.g. cuda)")
+    dtype: str = _field("float64", "torch dtype of the attack's search (float32 is faster; a counterexample is "
+                        "always re-checked in float64); bounds and certificates are always float64",
+                        choices=DTYPES)
 
     def __post_init__(self) -> None:
         _choice("bounds", self.bounds, BOUND_METHODS)
         _choice("lp_solver", self.lp_solver, LP_SOLVERS)
         _choice("sdp_backend", self.sdp_backend, SDP_BACKENDS)
-        _choice("dtype", self.dtype, ("float32", "float64"))
+        _choice("dtype", self.dtype, DTYPES)
         for name in ("alpha_steps", "sdp_iterations", "attack_steps", "attack_restarts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.sdp_workers < 1:
             raise ValueError(f"sdp_workers must be >= 1, got {self.sdp_workers}")
+        for name in ("alpha_lr", "attack_step_size"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be > 0 and finite, got {getattr(self, name)}")
         if not self.time_limit > 0:
             raise ValueError(f"time_limit must be > 0 seconds, got {self.time_limit}")
         if self.timeout is not None and not self.timeout > 0:
@@ -72,3 +75,18 @@ class Options:
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _document(cls: type) -> type:
+    """Append one ``name: help (default ...)`` line per field to the class docstring's Attributes."""
+    def line(f) -> str:  # type: ignore[no-untyped-def]
+        choices = f.metadata.get("choices")
+        allowed = f"one of {', '.join(choices)}; " if choices else ""
+        return f"        {f.name}: {f.metadata['help']} ({allowed}default {f.default!r})."
+
+    lines = [line(f) for f in fields(cls)]
+    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
+    return cls
+
+
+_document(Options)

@@ -1,6 +1,6 @@
-"""One self-contained HTML page for a :class:`verify.report.Report`: metadata, summary table, plots
-(embedded base64 PNG), conflict warnings and a collapsible per-input table. No external resources;
-every piece of text goes through :func:`html.escape`.
+"""One self-contained HTML page for a report's records and metadata (see :class:`verify.report.Report`):
+metadata, summary table, plots (embedded base64 PNG), conflict warnings and a collapsible per-input
+table. No external resources; every piece of text goes through :func:`html.escape`.
 """
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from __future__ import annotations
 import base64
 import html
 import shlex
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from verify.report_plots import Plot, make_plots
-from verify.report_summary import TABLE_HEADER, Conflict, MethodSummary, fmt_eps, fmt_num, method_rank, summary_row
+from verify.report_record import Record
+from verify.report_summary import (
+    TABLE_HEADER, Conflict, MethodSummary, find_conflicts, fmt_eps, fmt_num, method_rank, summarize, summary_row,
+)
 from verify.results import Verdict
-
-if TYPE_CHECKING:
-    from verify.report import Record, Report
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
@@ -113,28 +113,29 @@ def figure(plot: Plot) -> str:
             f"<figcaption>{_e(plot.caption)}</figcaption></figure>")
 
 
-def render_html(report: Report, title: str | None = None) -> str:
-    """The whole page as a string."""
-    title = title or page_title(report.meta)
-    summaries = report.summaries()
-    plots = "".join(figure(p) for p in make_plots(report.records, summaries))
-    n_inputs = len({r.index for r in report.records})
+def render_html(records: Sequence[Record], meta: dict, title: str | None = None) -> str:
+    """The whole page for a report's records and (JSON-safe) metadata, as a string."""
+    title = title or page_title(meta)
+    summaries = summarize(records)
+    methods = sorted({r.method for r in records}, key=method_rank)
+    plots = "".join(figure(p) for p in make_plots(records, summaries))
+    n_inputs = len({r.index for r in records})
     legend = ("cert.acc = certified / n (a lower bound on robust accuracy); 1-fals = 1 - falsified / n (an upper "
               "bound); times in seconds; gap = mean of (attack margin - method bound), how far each sound bound "
-              f"lies below the attack. eps in {report.meta.get('eps_units', 'input units')}.")
+              f"lies below the attack. eps in {meta.get('eps_units', 'input units')}.")
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>", run_note(report.meta),
-        f'<p class="note">{n_inputs} inputs, {len(report.records)} results, methods: '
-        f"{_e(', '.join(report.methods()))}.</p>",
-        "<details><summary>Run metadata (versions, options)</summary>", meta_table(report.meta), "</details>",
-        conflicts_box(report.conflicts()),
+        f"<h1>{_e(title)}</h1>", run_note(meta),
+        f'<p class="note">{n_inputs} inputs, {len(records)} results, methods: '
+        f"{_e(', '.join(methods))}.</p>",
+        "<details><summary>Run metadata (versions, options)</summary>", meta_table(meta), "</details>",
+        conflicts_box(find_conflicts(records)),
         "<h2>Summary</h2>", summary_table(summaries), f'<p class="note">{_e(legend)}</p>',
         "<h2>Plots</h2>", plots or '<p class="note">no results to plot</p>',
         "<h2>Per input</h2>",
-        f"<details><summary>{len(report.records)} results (hover a cell for status, time and message)</summary>",
-        input_table(report.records), "</details>",
+        f"<details><summary>{len(records)} results (hover a cell for status, time and message)</summary>",
+        input_table(records), "</details>",
         "</body></html>",
     ])
 
@@ -154,7 +155,8 @@ def run_note(meta: dict) -> str:
     command = meta.get("command_line") or meta.get("command")
     if command:
         parts.append("command: " + (shlex.join(str(a) for a in command) if isinstance(command, list) else str(command)))
-    return f'<p class="note">{_e("; ".join(parts))}</p>' if parts else ""
+    notices = "".join(f'<p class="note"><strong>Note:</strong> {_e(n)}</p>' for n in meta.get("notices", ()))
+    return (f'<p class="note">{_e("; ".join(parts))}</p>' if parts else "") + notices
 
 
 def page_title(meta: dict) -> str:

@@ -9,13 +9,11 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from verify.results import SolverStatus
+from verify.report_record import Record
 from verify.report_summary import ATTACK, METHOD_ORDER, MethodSummary, fmt_eps, has_bound, method_rank
-
-if TYPE_CHECKING:
-    from verify.report import Record
+from verify.results import SolverStatus
 
 TIME_FLOOR_S = 1e-4  # times below this are drawn at this value on the log axis
 

@@ -10,15 +10,14 @@ import enum
 import math
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
+from verify.report_record import Record
 from verify.results import SolverStatus, Verdict
-
-if TYPE_CHECKING:
-    from verify.report import Record
+from verify.registry import METHODS
 
 # Display order; also loosest to tightest among the verifiers (the attack first, exact last).
-METHOD_ORDER = ("attack", "ibp", "crown", "alpha-crown", "lp", "sdp", "exact")
+METHOD_ORDER = METHODS  # the registry's order: cheapest first
 ATTACK = "attack"
 
 

@@ -1,18 +1,15 @@
-"""Run methods over many inputs, writing each finished result to a JSON-lines file as it goes.
+"""Run methods over many inputs: tasks (one input at one radius), their evaluation, and where records go.
 
-The results file starts with one ``{"type": "meta", ...}`` line (network hash, options, methods) followed by
-one ``{"type": "record", ...}`` line per (input, eps, method). It is flushed and fsync'ed after every
-input, so an interrupted run loses at most the input in progress, and :func:`read_results` lets a new run
-skip what is already there (``--resume``).
+:func:`run_tasks` evaluates tasks in this process, or hands them to an executor (local worker processes,
+:mod:`verify.pool`; a Dask cluster, :mod:`verify.cluster`); either way every finished record goes to a
+:class:`Sink`, which keeps it, appends it to the results file (:mod:`verify.results_file`) and updates the
+progress line, so an interrupted run keeps everything finished and can resume.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -23,13 +20,13 @@ from verify.network import Network
 from verify.options import Options
 from verify.report import Record
 from verify.results import MethodResult, SolverStatus, Verdict
-from verify.spec import robustness_property
+from verify.results_file import ResultsFile, ResumeError, read_results
+from verify.spec import SpecError, robustness_property
+
+__all__ = ["ResultsFile", "ResumeError", "Sink", "Task", "evaluate_task", "make_tasks", "read_results",
+           "run_tasks", "validate_tasks"]
 
 log = logging.getLogger(__name__)
-
-
-class ResumeError(ValueError):
-    """The results file cannot be resumed (other network, other options, unreadable)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,56 +78,66 @@ def evaluate_task(
         yield Record.from_result(task.index, task.label, task.eps, res)
 
 
-class ResultsFile:
-    """Append-only JSON-lines results file (see module docstring)."""
+class Sink:
+    """Where finished records go: kept in :attr:`records` (``prior`` ones first), appended to ``results``,
+    passed to ``on_record`` (progress). A record whose (input, eps, method) is already there is dropped,
+    so no result is ever recorded twice."""
 
-    def __init__(self, path: Path, meta: dict) -> None:
-        self.path = Path(path)
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
-        self._fh = open(self.path, "a", encoding="utf-8")
-        if fresh:
-            self._write({"type": "meta", **meta})
-            self.flush()
+    def __init__(self, prior: Iterable[Record] = (), results: ResultsFile | None = None,
+                 on_record: Callable[[Record], None] | None = None) -> None:
+        self.records: list[Record] = []
+        self.results = results
+        self.on_record = on_record
+        self._keys: set[tuple] = set()
+        self._done: dict[tuple[int, float], set[str]] = {}
+        for rec in prior:
+            self._keep(rec)
 
-    def _write(self, obj: dict) -> None:
-        self._fh.write(json.dumps(obj, allow_nan=False) + "\n")
+    def _keep(self, rec: Record) -> bool:
+        if rec.key in self._keys:
+            return False
+        self._keys.add(rec.key)
+        self.records.append(rec)
+        self._done.setdefault((rec.index, rec.eps), set()).add(rec.method)
+        return True
 
-    def append(self, record: Record) -> None:
-        self._write({"type": "record", **record.to_dict()})
+    def add(self, rec: Record) -> None:
+        """Keep one finished record (ignored if already there)."""
+        if not self._keep(rec):
+            log.warning("dropping a second result for input %d, eps %s, %s", rec.index, rec.eps, rec.method)
+            return
+        if self.results is not None:
+            self.results.append(rec)
+        if self.on_record is not None:
+            self.on_record(rec)
 
-    def flush(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+    def task_done(self) -> None:
+        """An input is finished: make its records durable."""
+        if self.results is not None:
+            self.results.flush()
 
-    def close(self) -> None:
-        self.flush()
-        self._fh.close()
+    def finished(self, task: Task) -> frozenset[str]:
+        """Methods already recorded for ``task``."""
+        return frozenset(self._done.get((task.index, task.eps), ()))
 
 
-def read_results(path: Path) -> tuple[dict, list[Record]]:
-    """Meta and records of a results file; a torn last line (crash mid-write) is ignored."""
-    meta: dict = {}
-    records: list[Record] = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise ResumeError(f"cannot read results file {path}: {err.strerror}") from None
-    for n, line in enumerate(lines, 1):
+def validate_tasks(net: Network, tasks: Iterable[Task]) -> None:
+    """Check every task before any work starts (so a bad input never leaves half a run behind): shapes,
+    finite values, the input inside the network's domain, the label a class. Raises :class:`SpecError`
+    naming the first bad input."""
+    lo, hi = net.domain_lower, net.domain_upper
+    for t in tasks:
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines):
-                log.warning("ignoring a partly written last line in %s", path)
-                continue
-            raise ResumeError(f"{path} line {n} is not valid JSON; is this a verify results file?") from None
-        kind = obj.pop("type", None)
-        if kind == "meta":
-            meta = obj
-        elif kind == "record":
-            records.append(Record.from_dict(obj))
-    if not meta:
-        raise ResumeError(f"{path} has no meta line; is this a verify results file?")
-    return meta, records
+            if t.x.shape != lo.shape:
+                raise SpecError(f"has {t.x.size} values but the network expects {lo.size}")
+            if not np.all(np.isfinite(t.x)):
+                raise SpecError("has NaN or infinite values")
+            if np.any(t.x < lo) or np.any(t.x > hi):
+                raise SpecError(f"has values in [{t.x.min():g}, {t.x.max():g}], outside the network's input domain "
+                                f"[{lo.min():g}, {hi.max():g}] (pass --domain, or inputs in the model's own units)")
+            robustness_property(t.x, t.label, t.eps, (lo, hi), net.out_dim)
+        except SpecError as err:
+            raise SpecError(f"input {t.index}: {err}") from None
 
 
 def run_tasks(
@@ -139,33 +146,19 @@ def run_tasks(
     methods: tuple[str, ...],
     options: Options,
     reference: Reference | None = None,
-    results: ResultsFile | None = None,
-    done: dict[tuple[int, float], frozenset[str]] | None = None,
-    on_record: Callable[[Record], None] | None = None,
+    sink: Sink | None = None,
 ) -> list[Record]:
-    """Run ``methods`` on every task; records are appended to ``results`` after each task.
+    """Run ``methods`` on every task in this process and return the records made by this call.
 
-    ``done`` maps ``(index, eps)`` to the methods already finished (from a resumed file); those are skipped.
-    KeyboardInterrupt propagates after the finished tasks are safely on disk.
+    Records go to ``sink`` as each method finishes (it is flushed after each task); methods the sink
+    already holds for a task are skipped (resuming). KeyboardInterrupt propagates; everything finished
+    is then in ``sink.records`` and on disk.
     """
+    sink = sink if sink is not None else Sink()
     out: list[Record] = []
-    done = done or {}
     for task in tasks:
-        skip = done.get((task.index, task.eps), frozenset())
-        for rec in evaluate_task(net, task, methods, options, reference, skip):
+        for rec in evaluate_task(net, task, methods, options, reference, sink.finished(task)):
             out.append(rec)
-            if results is not None:
-                results.append(rec)
-            if on_record is not None:
-                on_record(rec)
-        if results is not None:
-            results.flush()
+            sink.add(rec)
+        sink.task_done()
     return out
-
-
-def done_map(records: list[Record]) -> dict[tuple[int, float], frozenset[str]]:
-    """``(index, eps) -> methods finished`` for resuming."""
-    out: dict[tuple[int, float], set[str]] = {}
-    for r in records:
-        out.setdefault((r.index, float(r.eps)), set()).add(r.method)
-    return {k: frozenset(v) for k, v in out.items()}

@@ -13,6 +13,7 @@ stays ``> 0`` on the whole box (sound, possibly conservative for groups of sever
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -119,6 +120,25 @@ def linf_ball(x: np.ndarray, eps: float, domain_lower: np.ndarray, domain_upper:
     if np.any(lo > hi):
         raise SpecError("the eps-ball around the input does not meet the input domain")
     return InputBox(lo, hi)
+
+
+def eps_covers_domain(eps: float, domain_lower: np.ndarray, domain_upper: np.ndarray) -> bool:
+    """Whether every eps-ball around a point of the (bounded) domain, clipped to it, is the whole domain:
+    ``eps >= max_i (upper_i - lower_i)``. Such an eps is valid but asks about every input at once."""
+    width = np.asarray(domain_upper, dtype=np.float64) - np.asarray(domain_lower, dtype=np.float64)
+    return bool(width.size and np.all(np.isfinite(width)) and eps >= float(np.max(width)))
+
+
+def domain_notice(eps_values: Sequence[float], domain_lower: np.ndarray, domain_upper: np.ndarray) -> str | None:
+    """One line for the eps values that make the ball the whole input domain (None when there are none)."""
+    big = [e for e in eps_values if eps_covers_domain(e, domain_lower, domain_upper)]
+    if not big:
+        return None
+    lo, hi = np.asarray(domain_lower, dtype=np.float64), np.asarray(domain_upper, dtype=np.float64)
+    where = f"[{lo.flat[0]:g}, {hi.flat[0]:g}]" if np.all(lo == lo.flat[0]) and np.all(hi == hi.flat[0]) \
+        else f"widest side {float(np.max(hi - lo)):g}"
+    return (f"eps {', '.join(f'{e:g}' for e in big)} is at least the width of the input domain {where}: the ball, "
+            "clipped to the domain, is the whole domain (every input of the domain is checked)")
 
 
 def robustness_spec(label: int, n_classes: int) -> OutputSpec:

@@ -132,14 +132,15 @@ def certify(
 ) -> CertifyResult:
     """Sound per-example bounds (computed in float64, no gradient) and verdicts for a batch.
 
-    ``method``: "ibp", "crown" or "alpha-crown". ``eps`` and ``domain`` are in the units of ``x``.
+    ``method``: "ibp", "crown", "alpha-crown-output" (slopes optimized for the margins only, hidden-layer
+    bounds CROWN's) or "alpha-crown" (slopes optimized for every layer's bounds, as the per-property
+    method of the same name; slower, tighter). ``eps`` and ``domain`` are in the units of ``x``.
     """
-    name = "interval" if method == "ibp" else method
     with torch.no_grad():
         chain = [(w.to(torch.float64), b.to(torch.float64)) for w, b in module_chain(model, x.shape[1:])]
         lower, upper = _box(x, eps, domain, torch.float64)
         C = margin_matrix(y, chain[-1][0].shape[0], torch.float64)
-        raw = margin_lower_bounds(chain, lower, upper, C, None, name, options or Options())
+        raw = margin_lower_bounds(chain, lower, upper, C, None, method, options or Options())
         lb = raw - rounding_slack(chain, lower, upper, C, None)  # float64 rounding of the bound itself
     verdicts = tuple(Verdict.CERTIFIED if bool((row > 0).all()) else Verdict.UNKNOWN for row in torch.nan_to_num(lb, nan=-1.0))
     return CertifyResult(lb, verdicts)
@@ -153,13 +154,13 @@ def robust_loss(
 
     With lower bounds ``L_j`` on ``z_y - z_j``, the logits ``(0 for y, -L_j for j)`` dominate every logit
     vector reachable in the ball, so the loss upper-bounds the worst-case cross-entropy. ``method``:
-    "ibp" or "crown" (or "alpha-crown", slower). Computed in the parameters' dtype. Returns a scalar.
+    "ibp" or "crown" (or "alpha-crown-output" / "alpha-crown", slower). Computed in the parameters' dtype.
+    Returns a scalar.
     """
-    name = "interval" if method == "ibp" else method
     dtype = next(model.parameters()).dtype
     chain = module_chain(model, x.shape[1:])
     lower, upper = _box(x, eps, domain, dtype)
-    lb = margin_lower_bounds(chain, lower, upper, margin_matrix(y, chain[-1][0].shape[0], dtype), None, name, options or Options())
+    lb = margin_lower_bounds(chain, lower, upper, margin_matrix(y, chain[-1][0].shape[0], dtype), None, method, options or Options())
     worst = torch.cat([torch.zeros_like(lb[:, :1]), -lb], dim=1)  # class y moved to column 0
     return F.cross_entropy(worst, torch.zeros_like(y))
 
@@ -175,6 +176,7 @@ def verify(
     from verify.load import from_module
     from verify.report import Report
     from verify.runner import make_tasks, run_tasks
+    from verify.spec import domain_notice
 
     frozen = copy.deepcopy(model).to("cpu", torch.float64).eval()  # the caller's model is left untouched
     loaded = from_module(frozen, tuple(x.shape[1:]), domain=domain)
@@ -183,4 +185,7 @@ def verify(
     records = run_tasks(loaded.network, tasks, tuple(methods), options or Options(), loaded.reference)
     meta = {"network": loaded.network.describe(), "network_hash": loaded.network.digest(), "eps": [float(eps)],
             "eps_units": "input units", "methods": list(methods), "source": "verify.train.verify"}
+    notice = domain_notice((float(eps),), loaded.network.domain_lower, loaded.network.domain_upper)
+    if notice:
+        meta["notices"] = [notice]
     return Report(records, meta)

@@ -13,6 +13,7 @@ from verify.bounds.alpha import alpha_crown_bounds
 from verify.bounds.crown import crown_bounds
 from verify.bounds.interval import interval_bounds
 from verify.bounds.margins import layer_slack, margin_lower_bounds, rounding_slack
+from verify.bounds_proof import BoundsProof, ProvedBounds, SlopeProof
 from verify.network import Network
 from verify.options import BOUND_METHODS, Options
 from verify.spec import InputBox
@@ -20,10 +21,12 @@ from verify.spec import InputBox
 
 def preactivation_bounds(
     net: Network, box: InputBox, method: str = "crown", options: Options | None = None
-) -> list[tuple[np.ndarray, np.ndarray]]:
+) -> ProvedBounds:
     """Sound float64 bounds on every layer's pre-activation ``W_i z_i + b_i`` over ``box``.
 
-    Returns one ``(lower, upper)`` pair of shape ``(out_i,)`` per layer, the last being the logits.
+    Returns one ``(lower, upper)`` pair of shape ``(out_i,)`` per layer, the last being the logits, as
+    a :class:`~verify.bounds_proof.ProvedBounds`: for "alpha-crown" its proof holds the optimized
+    slopes of every hidden layer, so that certificate checkers re-derive the bounds themselves.
     ``method`` is "interval", "crown" or "alpha-crown". CROWN back-substitutes every neuron (so
     stable neurons get tight bounds too, useful to the SDP). For "alpha-crown" every layer's bounds
     (hidden layers and logits) are tightened in turn by optimized slopes (``options.alpha_steps``
@@ -38,6 +41,7 @@ def preactivation_bounds(
     chain = net.torch_chain(torch.float64, options.device)
     lo = torch.as_tensor(box.lower, dtype=torch.float64, device=options.device)[None]
     hi = torch.as_tensor(box.upper, dtype=torch.float64, device=options.device)[None]
+    slopes: list = []
     with torch.no_grad():
         if method == "interval":
             bounds = interval_bounds(chain, lo, hi)
@@ -45,9 +49,17 @@ def preactivation_bounds(
             bounds = crown_bounds(chain, lo, hi, all_rows=True)
         else:
             start = crown_bounds(chain, lo, hi, all_rows=True)
-            bounds = alpha_crown_bounds(chain, lo, hi, options.alpha_steps, options.alpha_lr, start=start)
+            bounds = alpha_crown_bounds(chain, lo, hi, options.alpha_steps, options.alpha_lr, start=start, slopes=slopes)
         slack = layer_slack(chain, lo, hi)
-        return [((l - s)[0].cpu().numpy(), (u + s)[0].cpu().numpy()) for (l, u), s in zip(bounds, slack)]
+        pairs = tuple(((l - s)[0].cpu().numpy(), (u + s)[0].cpu().numpy()) for (l, u), s in zip(bounds, slack))
+    return ProvedBounds(pairs, BoundsProof(method, tuple(_slope_proof(k, rows, alphas) for k, rows, alphas in slopes
+                                                          if k < len(net.layers) - 1)))
+
+
+def _slope_proof(k: int, rows: torch.Tensor, alphas: list) -> SlopeProof:
+    """The slopes of one box (the first of the batch) as numpy, for a certificate."""
+    return SlopeProof(k, rows.cpu().numpy().astype(np.int64),
+                      tuple(None if a is None else a[0].detach().cpu().numpy().astype(np.float64) for a in alphas))
 
 
 __all__ = [

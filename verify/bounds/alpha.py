@@ -44,10 +44,16 @@ def optimized_lower(
     Starts from CROWN's adaptive slopes, so the result is never below CROWN's bound for the same
     intermediate ``bounds``. Returns ``(N, R)``; differentiable when the inputs require grad.
     """
+    return _optimized(chain, k, A, c, bounds, lower, upper, steps, lr)[0]
+
+
+def _optimized(chain: Chain, k: int, A: Tensor, c: Tensor, bounds: Bounds, lower: Tensor, upper: Tensor, steps: int,
+               lr: float) -> tuple[Tensor, list[Tensor | None]]:
+    """:func:`optimized_lower` and the slopes that gave it (per layer ``j < k``: ``(N, R, n_j)`` or None)."""
     best, alphas = _search(chain, k, A, c, bounds, lower, upper, steps, lr)
     if not _wants_grad(chain, bounds, lower, upper, A, c):
-        return best
-    return backward_lower(chain, k, A, c, bounds, lower, upper, alphas)
+        return best, alphas
+    return backward_lower(chain, k, A, c, bounds, lower, upper, alphas), alphas
 
 
 def alpha_margins(
@@ -70,6 +76,7 @@ def alpha_crown_bounds(
     lr: float,
     n_layers: int | None = None,
     start: Bounds | None = None,
+    slopes: list | None = None,
 ) -> Bounds:
     """Pre-activation bounds with every layer's bounds tightened by alpha-CROWN, layer by layer.
 
@@ -78,6 +85,9 @@ def alpha_crown_bounds(
     the already-tightened bounds of layers ``< k``; the result is intersected with CROWN's and with
     interval arithmetic from the tightened layer ``k-1``. Shapes as in :func:`crown_bounds`.
     ``start``: precomputed ``crown_bounds`` (at least ``n_layers`` layers) to begin from.
+    ``slopes``: if a list, ``(k, rows, alphas)`` is appended for every layer ``k`` optimized: the neuron
+    indices ``rows`` ``(R,)`` and the best slopes per layer ``j < k`` (``(N, 2R, n_j)`` or None) of the
+    spec ``[I_rows; -I_rows]`` (the proof the certificate checker replays, see :mod:`verify.bounds_proof`).
     Cost: ``steps`` backward passes with ``2 x (unstable rows)`` spec rows per layer.
     """
     n_layers = len(chain) if n_layers is None else n_layers
@@ -91,7 +101,9 @@ def alpha_crown_bounds(
         rows = torch.nonzero(mask.any(0)).flatten()
         if rows.numel():
             A, c = identity_spec(w, rows, lo.shape[0])
-            val = optimized_lower(chain, k, A, c, bounds, lower, upper, steps, lr)
+            val, alphas = _optimized(chain, k, A, c, bounds, lower, upper, steps, lr)
+            if slopes is not None:
+                slopes.append((k, rows, alphas))
             r, m = rows.numel(), mask[:, rows]
             lo = lo.index_copy(1, rows, torch.where(m, torch.maximum(lo[:, rows], val[:, :r]), lo[:, rows]))
             hi = hi.index_copy(1, rows, torch.where(m, torch.minimum(hi[:, rows], -val[:, r:]), hi[:, rows]))

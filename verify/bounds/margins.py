@@ -23,9 +23,8 @@ from verify.bounds.crown import (
 )
 from verify.bounds.interval import interval_bounds
 from verify.options import Options
-
-#: accepted method names; "ibp" is an alias of "interval"
-MARGIN_METHODS = ("interval", "ibp", "crown", "alpha-crown")
+from verify.registry import BOUND_PROPAGATION, resolve
+from verify.rounding import SAFETY, chain_gamma
 
 
 def margin_lower_bounds(
@@ -36,7 +35,6 @@ def margin_lower_bounds(
     d: Tensor | None = None,
     method: str = "crown",
     options: Options | None = None,
-    optimize_intermediate: bool = False,
 ) -> Tensor:
     """Lower bounds on every margin ``C f(x) + d`` over each input box.
 
@@ -45,27 +43,29 @@ def margin_lower_bounds(
         lower, upper: input boxes, ``(N, in_dim)`` (or ``(in_dim,)`` for one box).
         C: margin matrix ``(m, n_out)`` shared by all boxes, or ``(N, m, n_out)``.
         d: offsets ``(m,)`` or ``(N, m)``; default zero.
-        method: "interval" (alias "ibp"), "crown" or "alpha-crown".
+        method: "ibp" (alias "interval"), "crown", "alpha-crown-output" or "alpha-crown" (see
+            :mod:`verify.registry`). "alpha-crown" optimizes the slopes for every layer's bounds
+            (hidden layers, then the margins); "alpha-crown-output" only for the margins, on CROWN's
+            hidden-layer bounds (cheaper, looser).
         options: alpha-CROWN's ``alpha_steps`` and ``alpha_lr``.
-        optimize_intermediate: alpha-CROWN only: also tighten the hidden layers' bounds with
-            optimized slopes (slower; by default they are CROWN's).
 
     Returns:
         ``(N, m)`` lower bounds in the chain's dtype, differentiable. For a fixed box,
-        interval <= crown <= alpha-crown holds row by row (up to float rounding), and each box's
+        interval <= crown <= either alpha-CROWN holds row by row (up to float rounding; alpha-crown is
+        usually, not always, tighter than alpha-crown-output), and each box's
         result does not depend on the rest of the batch. Large batches are processed in chunks
         (temporaries of at most 16 MB, see ``crown.CHUNK_ELEMENTS``). Not rounding-safe; subtract
         :func:`rounding_slack` before trusting a sign.
     """
-    if method not in MARGIN_METHODS:
-        raise ValueError(f"unknown bound method {method!r}; choose from {', '.join(MARGIN_METHODS)}")
+    method = resolve(method, BOUND_PROPAGATION, "bound method")
     options = options or Options()
     lower, upper = _as_batch(chain, lower), _as_batch(chain, upper)
     C, d = fold_margins(chain, torch.as_tensor(C), None if d is None else torch.as_tensor(d), lower.shape[0])
     L = len(chain) - 1
-    if method in ("interval", "ibp"):
+    if method == "ibp":
         return interval_margins(chain, C, d, interval_bounds(chain[:L], lower, upper) if L else [], lower, upper)
     bounds = crown_bounds(chain, lower, upper, n_layers=L)  # chunked internally
+    optimize_intermediate = method == "alpha-crown"
     widest = max((int(w.shape[0]) for w, _ in chain[1:-1]), default=0)
     rows = max(1, C.shape[1], 2 * widest if optimize_intermediate else 0)  # the last stage's spec rows
     step = max(1, chunk_budget(lower) // (rows * int(chain[0][0].shape[1])))
@@ -107,7 +107,7 @@ def rounding_slack(chain: Chain, lower: Tensor, upper: Tensor, C: Tensor, d: Ten
 
     Every bound is a sum of products built by at most ``L+1`` matrix products, each of inner
     length ``n_j``, plus a few elementwise operations per layer. With unit roundoff ``u`` the
-    classical bound (Higham, *Accuracy and Stability*, 3.1) on such a computation is
+    classical bound (Higham, *Accuracy and Stability*, 3.1; the rules are in :mod:`verify.rounding`) on such a computation is
     ``gamma_K * S`` with ``gamma_K = K u / (1 - K u)``, ``K`` the total number of chained operations
     (``in_dim + sum of widths + 4 per layer``) and ``S`` the sum of the absolute values of all terms.
     All relaxation slopes lie in ``[0, 1]`` and every offset ``-a l`` is at most ``|l| <= s``; the
@@ -122,20 +122,19 @@ def rounding_slack(chain: Chain, lower: Tensor, upper: Tensor, C: Tensor, d: Ten
     C, d = fold_margins(chain, torch.as_tensor(C), None if d is None else torch.as_tensor(d), lower.shape[0])
     s = magnitudes(chain, lower, upper)[-1]
     total = (C.abs() @ s[:, :, None])[..., 0] + d.abs()
-    return 2 * len(chain) * _gamma(chain, lower.dtype) * total
+    return SAFETY * len(chain) * _gamma(chain, lower.dtype) * total
 
 
 def layer_slack(chain: Chain, lower: Tensor, upper: Tensor) -> list[Tensor]:
     """Per-layer rounding slack ``(N, n_k)`` for pre-activation bounds, as in :func:`rounding_slack`."""
     lower, upper = _as_batch(chain, lower), _as_batch(chain, upper)
-    g = 2 * len(chain) * _gamma(chain, lower.dtype)
+    g = SAFETY * len(chain) * _gamma(chain, lower.dtype)
     return [g * s for s in magnitudes(chain, lower, upper)]
 
 
 def _gamma(chain: Chain, dtype: torch.dtype) -> float:
-    u = torch.finfo(dtype).eps / 2
-    K = sum(int(w.shape[1]) for w, _ in chain) + int(chain[-1][0].shape[0]) + 4 * len(chain)
-    return K * u / (1 - K * u)
+    dims = [int(w.shape[1]) for w, _ in chain] + [int(chain[-1][0].shape[0])]
+    return chain_gamma(dims, len(chain), unit=torch.finfo(dtype).eps / 2)
 
 
 def _as_batch(chain: Sequence[tuple[Tensor, Tensor]], x: Tensor) -> Tensor:

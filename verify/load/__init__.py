@@ -6,6 +6,7 @@ domain (see :mod:`verify.load.base`) and raises :class:`LoadError` with one clea
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +18,9 @@ from verify.load.module import from_module as _from_module
 from verify.load.npz import load_npz
 from verify.load.torchfile import load_torch_file
 from verify.load.vnnlib import parse_vnnlib
+from verify.messages import one_line
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LoadError", "LoadedModel", "from_module", "load_model", "parse_vnnlib"]
 
@@ -50,6 +54,19 @@ def load_model(
         raise LoadError(f"model file {p} does not exist")
     if not p.is_file():
         raise LoadError(f"{p} is not a model file (it is a directory)")
+    if p.stat().st_size == 0:
+        raise LoadError(f"{p} is empty (0 bytes), not a model file")
+    try:
+        return _load(p, arch, trust_pickle, domain, input_shape, mean, std)
+    except LoadError:
+        raise
+    except (ValueError, TypeError, RuntimeError, OSError, EOFError, LookupError, AttributeError, zipfile.BadZipFile) as exc:
+        # a file malformed in a way no specific check names: still one line, the details at DEBUG (-v)
+        log.debug("loading %s failed", p, exc_info=True)
+        raise LoadError(f"{p} cannot be loaded as a model ({type(exc).__name__}: {one_line(exc)}; -v shows where)") from exc
+
+
+def _load(p: Path, arch, trust_pickle, domain, input_shape, mean, std) -> LoadedModel:  # type: ignore[no-untyped-def]
     kind = _sniff(p)
     if arch is not None and kind in ("onnx", "npz"):
         raise LoadError(f"arch={arch!r} only applies to PyTorch state dicts, but {p} is an {kind} model (drop --arch)")
@@ -89,8 +106,11 @@ def _sniff(p: Path) -> str:
     if ext == ".onnx":
         return "onnx"
     if zipfile.is_zipfile(p):
-        with zipfile.ZipFile(p) as z:
-            names = z.namelist()
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, UnicodeDecodeError, OSError, ValueError) as exc:
+            raise LoadError(f"{p} is not a model file (a damaged zip archive: {one_line(exc)})") from exc
         if names and all(n.endswith(".npy") for n in names):
             return "npz"
         if any(n.endswith("data.pkl") or n.endswith("constants.pkl") for n in names):

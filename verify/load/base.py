@@ -9,6 +9,7 @@ random inputs from the domain; a mismatch is a :class:`LoadError`, never a silen
 from __future__ import annotations
 
 import logging
+import operator
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -52,18 +53,41 @@ class LoadedModel:
     meta: dict = field(default_factory=dict)
 
 
+def checked_shape(shape: object, what: str) -> tuple[int, ...]:
+    """``shape`` (an int or a sequence of ints) as a tuple of positive ints; LoadError otherwise."""
+    items = [shape] if isinstance(shape, (int, np.integer)) else shape
+    try:
+        out = tuple(operator.index(s) for s in items)  # type: ignore[union-attr]
+    except TypeError:
+        out = ()
+    if not out or min(out) < 1:
+        raise LoadError(f"{what}: the input shape must be positive integers, e.g. [1, 28, 28]; got {shape!r}")
+    return out
+
+
 def resolve_domain(
-    domain: tuple | None, meta: dict | None = None, default: tuple[float, float] = (0.0, 1.0)
+    domain: tuple | None, meta: dict | None = None, default: tuple[float, float] = (0.0, 1.0), what: str = "model"
 ) -> tuple:
-    """The input domain: the caller's value, else ``meta['domain']``, else ``default``."""
+    """The input domain: the caller's value, else ``meta['domain']``, else ``default`` (``what`` names the
+    file in errors)."""
     if domain is not None:
-        return tuple(domain)
+        return checked_domain(domain, "the input domain")
     if meta and "domain" in meta:
-        d = meta["domain"]
-        if len(d) != 2:
-            raise LoadError(f"verify_meta 'domain' must be [lower, upper], got {d!r}")
-        return (d[0], d[1])
+        return checked_domain(meta["domain"], f"{what}: verify_meta 'domain'")
     return default
+
+
+def checked_domain(domain: object, what: str) -> tuple:
+    """``domain`` as ``(lower, upper)``: numbers or arrays, no NaN, lower <= upper; LoadError otherwise."""
+    try:
+        lo, hi = domain  # type: ignore[misc]
+        lo_a, hi_a = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        np.broadcast_shapes(lo_a.shape, hi_a.shape)
+    except (TypeError, ValueError):
+        raise LoadError(f"{what} must be [lower, upper] (numbers, or arrays of one value per input); got {domain!r}") from None
+    if np.any(np.isnan(lo_a)) or np.any(np.isnan(hi_a)) or np.any(lo_a > hi_a):
+        raise LoadError(f"{what} is empty or NaN (lower must be <= upper); got {domain!r}")
+    return (lo, hi)
 
 
 def sample_domain(domain: tuple, in_dim: int, n: int = N_CHECK, seed: int = 0) -> np.ndarray:
@@ -125,10 +149,11 @@ def finish(
     """
     net = build_network(ops, input_shape, domain, name, notes, what)
     x = sample_domain(domain, net.in_dim)
-    ours = net.forward(x)
-    if strict is not None:
-        _compare(ours, _run(strict, x, input_shape, what), TOL_FLOAT64, what)
-    diff = _compare(ours, _run(reference, x, input_shape, what), TOL_FLOAT32 if float32 else TOL_FLOAT64, what)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as one line
+        ours = net.forward(x)
+        if strict is not None:
+            _compare(ours, _run(strict, x, input_shape, what), TOL_FLOAT64, what)
+        diff = _compare(ours, _run(reference, x, input_shape, what), TOL_FLOAT32 if float32 else TOL_FLOAT64, what)
     log.info("loaded %s (%s): max |diff| vs source %.3g", what, source, diff)
     return LoadedModel(net, reference, source, diff, dict(meta or {}))
 
@@ -146,6 +171,8 @@ def _compare(ours: np.ndarray, ref: np.ndarray, rel_tol: float, what: str) -> fl
         raise LoadError(
             f"{what}: the converted network has {ours.shape[1]} outputs but the source model has {ref.shape[1]}"
         )
+    if not (np.all(np.isfinite(ours)) and np.all(np.isfinite(ref))):
+        raise LoadError(f"{what}: the network's outputs overflow (NaN or Inf) on random inputs of the domain")
     diff = float(np.max(np.abs(ours - ref))) if ref.size else 0.0
     tol = rel_tol * max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
     if not np.isfinite(diff) or diff > tol:

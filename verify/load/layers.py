@@ -182,8 +182,12 @@ def is_trivial_permutation(in_shape: Sequence[int], perm: Sequence[int]) -> bool
 def input_normalization(mean: object, std: object, in_shape: Sequence[int], name: str = "normalize") -> Affine:
     """``(x - mean) / std`` with ``mean``/``std`` scalars, per-channel (axis 0) or full-shape arrays."""
     in_shape = tuple(in_shape)
-    m = as_f64(0.0 if mean is None else mean)
-    s = as_f64(1.0 if std is None else std)
+    try:
+        m = as_f64(0.0 if mean is None else mean)
+        s = as_f64(1.0 if std is None else std)
+    except (TypeError, ValueError):
+        raise LoadError(f"input normalization: mean and std must be numbers (one, one per channel or one per input); "
+                        f"got mean {mean!r}, std {std!r}") from None
     if np.any(s == 0) or not np.all(np.isfinite(s)) or not np.all(np.isfinite(m)):
         raise LoadError(f"input normalization: std must be finite and nonzero and mean finite (mean {m.tolist()}, std {s.tolist()})")
 

@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from verify.load import layers
-from verify.load.base import LoadedModel, LoadError, Reference, finish
+from verify.load.base import LoadedModel, LoadError, Reference, checked_shape, finish
+from verify.messages import one_line
 from verify.load.leaves import SUPPORTED, Shape, convert_leaf, flatten_shape, normalize_like
 from verify.network import Affine, ReLU
 
@@ -101,7 +102,7 @@ def from_module(
     ``(x - mean) / std``; they are folded into the first affine layer so eps stays in user units.
     Raises :class:`LoadError` for unsupported layers or when the result does not match the module.
     """
-    input_shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(int(s) for s in input_shape)
+    input_shape = checked_shape(input_shape, what)
     try:
         module = copy.deepcopy(module)
     except Exception:  # noqa: BLE001 - some modules cannot be copied; eval() below is then in place
@@ -113,7 +114,7 @@ def from_module(
     except Exception as exc:  # noqa: BLE001 - fx raises many types for untraceable code
         log.info("fx tracing of %s failed (%s); using the order of its children", what, exc)
         ops = convert_children(module, input_shape, lambda m: type(m).__name__, notes)
-        notes.append(f"read in the order of its submodules (fx tracing failed: {str(exc).splitlines()[0][:80]})")
+        notes.append(f"read in the order of its submodules (fx tracing failed: {one_line(exc, 80)})")
         source += " (module order)"
     else:
         ops = convert_graph(graph, input_shape)

@@ -10,41 +10,35 @@ The reference is a plain numpy float64 forward pass of the stored arrays.
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from verify.load import layers
-from verify.load.base import LoadedModel, LoadError, finish, resolve_domain
+from verify.load.base import LoadedModel, LoadError, checked_domain, checked_shape, finish, resolve_domain
 from verify.network import Affine, ReLU
+from verify.npzfile import open_npz, real_array
 
 
 def load_npz(
     path: Path, *, domain: tuple | None, input_shape: Sequence[int] | None, mean: object = None, std: object = None
 ) -> LoadedModel:
     """Load an npz MLP (see module docstring). Explicit arguments override ``meta``."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise LoadError(f"{path} is not a model file (cannot read it as .npz: {exc})") from exc
+    data = open_npz(path, LoadError, "a model file")
     meta = _meta(data, path)
     n = sum(1 for k in data.files if k.startswith("W") and k[1:].isdigit())
     if n == 0:
         raise LoadError(f"{path} is not a model file (an .npz model needs arrays W0, b0, W1, b1, ...; found {data.files[:8]})")
-    try:
-        ws = [np.asarray(data[f"W{i}"], dtype=np.float64) for i in range(n)]
-        bs = [np.asarray(data[f"b{i}"], dtype=np.float64).reshape(-1) for i in range(n)]
-    except KeyError as exc:
-        raise LoadError(f"{path}: missing array {exc.args[0]} (layers must be W0..W{n - 1} with b0..b{n - 1})") from exc
+    ws = [real_array(data, f"W{i}", LoadError, path).astype(np.float64) for i in range(n)]
+    bs = [real_array(data, f"b{i}", LoadError, path).astype(np.float64).reshape(-1) for i in range(n)]
     ws = _orient(ws, bs, meta.get("weight_layout"), path)
     mean = mean if mean is not None else meta.get("input_mean")
     std = std if std is not None else meta.get("input_std")
     if domain is None and "input_range" in meta:
-        domain = tuple(meta["input_range"])
+        domain = checked_domain(meta["input_range"], f"{path}: meta 'input_range'")
     domain = resolve_domain(domain)
-    shape = tuple(input_shape) if input_shape is not None else tuple(meta.get("input_shape", (ws[0].shape[1],)))
+    shape = checked_shape(input_shape if input_shape is not None else meta.get("input_shape", ws[0].shape[1]), str(path))
     if int(np.prod(shape)) != ws[0].shape[1]:
         raise LoadError(f"{path}: input shape {shape} has {int(np.prod(shape))} values but W0 expects {ws[0].shape[1]}")
     final_relu = bool(meta.get("final_relu", False))

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from verify.load import layers
 from verify.load.base import LoadedModel, LoadError, finish
+from verify.messages import one_line
 from verify.network import Affine, ReLU
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def load_onnx(path: Path, *, domain: tuple, input_shape: Sequence[int] | None, m
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - protobuf decode errors
-        raise LoadError(f"{path} is not a model file (not a readable ONNX protobuf: {str(exc).splitlines()[0][:100]})") from exc
+        raise LoadError(f"{path} is not a model file (not a readable ONNX protobuf: {one_line(exc, 100)})") from exc
     graph = model.graph
     consts: dict[str, Any] = {t.name: _initializer(t) for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in consts]
@@ -140,7 +141,7 @@ def _ort_reference(path: Path, name: str, shape: tuple, batched: bool, fixed: bo
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
-        raise LoadError(f"{path}: onnxruntime cannot load the model: {str(exc).splitlines()[0][:150]}") from exc
+        raise LoadError(f"{path}: onnxruntime cannot load the model: {one_line(exc, 150)}") from exc
 
     def reference(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)

@@ -44,7 +44,13 @@ def group_layers(sd: Mapping[str, torch.Tensor], what: str) -> list[tuple[str, t
         g = groups[prefix]
         if "weight" not in g:
             raise LoadError(f"{what}: state dict layer '{prefix}' has a bias but no weight")
-        out.append((prefix, g["weight"], g.get("bias")))
+        w, b = g["weight"], g.get("bias")
+        if not all(t.is_floating_point() for t in (w, b) if t is not None):
+            raise LoadError(f"{what}: state dict layer '{prefix}' has {w.dtype} weights; expected real floating point")
+        if b is not None and (w.dim() < 2 or tuple(b.shape) != (w.shape[0],)):
+            raise LoadError(f"{what}: state dict layer '{prefix}': bias of shape {tuple(b.shape)} does not fit "
+                            f"weight of shape {tuple(w.shape)}")
+        out.append((prefix, w, b))
     if not out:
         raise LoadError(f"{what}: the state dict is empty")
     return out

@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from verify.load.base import LoadedModel, LoadError, resolve_domain
+from verify.load.base import LoadedModel, LoadError, checked_shape, resolve_domain
+from verify.messages import one_line
 from verify.load.module import from_module
 from verify.load.statedict import guess_module
 from verify.load.torchscript import load_torchscript
@@ -47,22 +48,22 @@ def safe_torch_load(path: Path, trust_pickle: bool) -> Any:
                 "can run arbitrary code; pass trust_pickle=True (--trust-pickle) only if you trust where the file came from"
             ) from exc
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ... for non-model files
-        raise LoadError(f"{path} is not a model file (torch.load: {str(exc).splitlines()[0][:120]})") from exc
+        raise LoadError(f"{path} is not a model file (torch.load: {one_line(exc)})") from exc
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
-        raise LoadError(f"{path}: trusted unpickling failed: {str(exc).splitlines()[0][:120]}") from exc
+        raise LoadError(f"{path}: trusted unpickling failed: {one_line(exc)}") from exc
 
 
 def _is_pickle_stream(path: Path) -> bool:
     """Whether the file (or the ``data.pkl`` of a torch zip) parses as a pickle, without executing it."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if n.endswith("data.pkl")]
-            data = z.read(names[0]) if names else b""
-    else:
-        data = path.read_bytes()
     try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = [n for n in z.namelist() if n.endswith("data.pkl")]
+                data = z.read(names[0]) if names else b""
+        else:
+            data = path.read_bytes()
         for _ in pickletools.genops(data):
             pass
     except Exception:  # noqa: BLE001 - any decoding problem means "not a pickle"
@@ -153,8 +154,9 @@ def load_torch_file(
         return load_torchscript(path, input_shape, domain=resolve_domain(domain), mean=mean, std=std)
     obj = safe_torch_load(path, trust_pickle)
     meta = read_meta(obj, path)
-    domain = resolve_domain(domain, meta)
-    input_shape = input_shape if input_shape is not None else meta.get("input_shape")
+    domain = resolve_domain(domain, meta, what=str(path))
+    if input_shape is None and meta.get("input_shape") is not None:
+        input_shape = checked_shape(meta["input_shape"], f"{path}: verify_meta 'input_shape'")
     mean = mean if mean is not None else meta.get("mean")
     std = std if std is not None else meta.get("std")
     found = find_state_dict(obj, path)

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import torch
 
-from verify.load.base import LoadedModel, LoadError, finish
+from verify.load.base import LoadedModel, LoadError, checked_shape, finish
+from verify.messages import one_line
 from verify.load import layers
 from verify.load.module import convert_children, float64_reference, module_dtype, module_reference
 
@@ -48,7 +49,7 @@ def load_torchscript(
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated but still the reader
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001
-        raise LoadError(f"{path}: cannot read the TorchScript archive: {str(exc).splitlines()[0]}") from exc
+        raise LoadError(f"{path}: cannot read the TorchScript archive: {one_line(exc)}") from exc
     module.eval()
     leaves = [_view(m) for m in _leaf_list(module)]
     if input_shape is None:
@@ -56,7 +57,7 @@ def load_torchscript(
         if first is None or kind_of(first) != "Linear":
             raise LoadError(f"{path}: cannot infer the input shape of this TorchScript model; pass input_shape (e.g. 1,28,28)")
         input_shape = (int(first.weight.shape[1]),)
-    input_shape = tuple(int(s) for s in input_shape)
+    input_shape = checked_shape(input_shape, str(path))
     notes: list[str] = []
     ops = convert_children(_Wrapped(leaves), input_shape, kind_of, notes)
     ops, pre = layers.fold_normalization(ops, mean, std, input_shape, notes)

@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from verify.bounds import preactivation_bounds
+from verify.bounds_proof import BoundsProof, LPProof, ProvedBounds, proof_of
 from verify.certificate import LPCertificate, check_lp_certificate_all
 from verify.network import Network
 from verify.options import Options
@@ -141,7 +142,12 @@ def margin_objective(net: Network, tri: TriangleLP, c: np.ndarray, d: float) -> 
 def solve_rows(
     net: Network, box: InputBox, C: np.ndarray, d: np.ndarray, hidden_bounds: Bounds, options: Options
 ) -> tuple[np.ndarray, LPCertificate, list[np.ndarray | None]]:
-    """Solve the LP for every row of ``C y + d``; returns checked bounds ``(m,)``, certificate, primal inputs."""
+    """Solve the LP for every row of ``C y + d``; returns checked bounds ``(m,)``, certificate, primal inputs.
+
+    ``hidden_bounds`` is best a :class:`~verify.bounds_proof.ProvedBounds` (as :func:`preactivation_bounds`
+    returns): its proof goes into the certificate, so the checker re-derives the bounds and uses them as
+    given. Plain ``(l, u)`` pairs carry no proof: the checker then widens them to what it proves itself.
+    """
     if box.dim != net.in_dim:
         raise ValueError(f"input box has {box.dim} values but the network expects {net.in_dim}")
     for i, (l, u) in enumerate(hidden_bounds[: len(net.layers) - 1]):
@@ -150,14 +156,13 @@ def solve_rows(
     tri = build_triangle_lp(net, box, hidden_bounds)
     objs = [margin_objective(net, tri, C[k], d[k]) for k in range(C.shape[0])]
     sols = lp_backend(options.lp_solver).solve_many(tri.lp, [o[0] for o in objs], [o[1] for o in objs], options.time_limit)
-    source = "lp-layerwise" if options.lp_layerwise else options.bounds
-    cert = _certificate(net, tri, C, d, sols, source)
+    cert = _certificate(net, tri, C, d, sols, proof_of(hidden_bounds))
     bounds = check_lp_certificate_all(net, box, C, d, cert)
     xs = [None if s.x is None else s.x[: net.in_dim] for s in sols]
     return bounds, cert, xs
 
 
-def _certificate(net: Network, tri: TriangleLP, C: np.ndarray, d: np.ndarray, sols: list, source: str) -> LPCertificate:
+def _certificate(net: Network, tri: TriangleLP, C: np.ndarray, d: np.ndarray, sols: list, proof: BoundsProof) -> LPCertificate:
     m = C.shape[0]
     lam, alpha, beta, gamma = [], [], [], []
     for i, lay in enumerate(tri.layers):
@@ -176,16 +181,18 @@ def _certificate(net: Network, tri: TriangleLP, C: np.ndarray, d: np.ndarray, so
     return LPCertificate(
         np.array(C, dtype=np.float64), np.array(d, dtype=np.float64), tri.lower, tri.upper,
         tuple(lam), tuple(alpha), tuple(beta), tuple(gamma),
-        tuple(s.status for s in sols), np.array([s.objective for s in sols]), source,
+        tuple(s.status for s in sols), np.array([s.objective for s in sols]), proof,
     )
 
 
-def tighten_layerwise(net: Network, box: InputBox, bounds: Bounds, options: Options) -> Bounds:
+def tighten_layerwise(net: Network, box: InputBox, bounds: Bounds, options: Options) -> ProvedBounds:
     """LP-ALL: tighten every unstable neuron's bounds with (checked) LPs, layer by layer. Slow.
 
-    ``bounds`` holds ``(l, u)`` per layer (last = logits); returns a new list of the same shapes.
+    ``bounds`` holds ``(l, u)`` per layer (last = logits), best with its proof; returns new bounds of
+    the same shapes whose proof adds the multipliers of every tightening LP (:class:`LPProof`).
     """
     out = [(np.array(l, dtype=np.float64), np.array(u, dtype=np.float64)) for l, u in bounds]
+    proof = proof_of(bounds)
     for i in range(1, len(net.layers) - 1):  # the first layer's bounds are already exact
         l, u = out[i]
         idx = np.flatnonzero((l < 0) & (u > 0))
@@ -194,11 +201,12 @@ def tighten_layerwise(net: Network, box: InputBox, bounds: Bounds, options: Opti
         sub = Network(net.layers[: i + 1], net.input_shape, net.domain_lower, net.domain_upper, net.name)
         eye = np.eye(l.size)[idx]
         C = np.vstack([eye, -eye])
-        lb, _, _ = solve_rows(sub, box, C, np.zeros(2 * idx.size), out[:i], options)
+        lb, cert, _ = solve_rows(sub, box, C, np.zeros(2 * idx.size), ProvedBounds(tuple(out[:i]), proof), options)
         l[idx] = np.maximum(l[idx], lb[: idx.size])
         u[idx] = np.minimum(u[idx], -lb[idx.size :])
+        proof = proof.extended(LPProof(i, idx, cert.lam, cert.alpha, cert.beta, cert.gamma))
         log.debug("LP-ALL layer %d: %d neurons tightened", i, idx.size)
-    return out
+    return ProvedBounds(tuple(out), proof.extended(source=f"{proof.source}+lp-layerwise"))
 
 
 def lp_margin_bounds(
@@ -207,8 +215,11 @@ def lp_margin_bounds(
     """Sound lower bounds ``(m,)`` on each margin row of ``spec`` over ``box`` from the triangle LP.
 
     ``preact``: pre-activation bounds per layer (last = logits); computed with ``options.bounds``
-    when None, then tightened layer by layer if ``options.lp_layerwise``. The bounds are the
-    certificate checker's values; the status is OPTIMAL only when every row solved to optimality.
+    when None, then tightened layer by layer if ``options.lp_layerwise``. Bounds tighter than CROWN's
+    are used as given only when they carry their proof (a :class:`~verify.bounds_proof.ProvedBounds`
+    from :func:`preactivation_bounds` or :func:`tighten_layerwise`); otherwise the checker widens them to
+    what it can re-derive. The bounds returned are the certificate checker's values; the status is
+    OPTIMAL only when every row solved to optimality.
     """
     if spec.C.shape[1] != net.out_dim:
         raise ValueError(f"spec has {spec.C.shape[1]} logit columns, network has {net.out_dim} outputs")

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from verify.bounds import preactivation_bounds
+from verify.budget import Budget
 from verify.network import Network
 from verify.options import Options
 from verify.relax.lp import TriangleLP, build_triangle_lp, margin_objective
@@ -125,30 +126,52 @@ def exact_margins(net: Network, box: InputBox, spec: OutputSpec, options: Option
 
 
 def certify_exact(net: Network, prop: Property, options: Options) -> MethodResult:
-    """Method "exact": per group the MILP min-max margin; CERTIFIED if every group's MIP dual bound
-    (minus tolerance allowance) is > 0, FALSIFIED if an incumbent re-evaluated on ``net`` violates.
+    """Method "exact": every group's MILP min-max margin, then the verdict.
 
+    ``bound`` is a sound lower bound on the property's worst-case margin, ``min`` over groups of the
+    MIP dual bounds (minus the tolerance allowance): up to the MIP gap it is the exact minimum, for
+    FALSIFIED too (every group is solved, so the bound never comes from one group alone).
     ``margin_bounds[i]`` is row ``i``'s exact minimum for one-row groups; for a group of several rows
-    every row carries the group's exact ``min_x max_i`` value (so ``OutputSpec.holds`` reads it right)."""
+    every row carries the group's exact ``min_x max_i`` value (so ``OutputSpec.holds`` reads it right).
+    CERTIFIED if the bound is > 0; FALSIFIED if some group's incumbent, re-evaluated on ``net``,
+    violates the property (the counterexample is the incumbent with the smallest worst-case margin);
+    otherwise UNKNOWN. ``options.timeout`` caps the whole method (groups not reached keep ``-inf``)."""
     t0 = time.perf_counter()
     spec = prop.output
+    budget = Budget.start(options.timeout)
     preact = preactivation_bounds(net, prop.box, options.bounds, options)
     per_row = np.full(spec.n_margins, -np.inf)
-    results = []
+    statuses = []
+    incumbents = []
     for g in spec.groups:
+        if budget.expired():
+            statuses.append(SolverStatus.TIME_LIMIT)
+            continue
         idx = list(g)
-        res = exact_group(net, prop.box, spec.C[idx], spec.d[idx], preact, options)
-        results.append(res)
-        if len(idx) == 1:
-            per_row[idx[0]] = res.lower
-        else:  # the group's bound is carried by every row of the group (max over rows = group value)
-            per_row[idx] = res.lower
-        if res.incumbent_x is not None and spec.violated(net.forward(res.incumbent_x[None]))[0]:
-            return MethodResult("exact", Verdict.FALSIFIED, res.incumbent_value, per_row, time.perf_counter() - t0,
-                                res.status, "MILP incumbent is a counterexample", res.incumbent_x)
-    bad = [r.status for r in results if r.status is not SolverStatus.OPTIMAL]
+        res = exact_group(net, prop.box, spec.C[idx], spec.d[idx], preact, budget.options_for(options))
+        statuses.append(res.status)
+        per_row[idx] = res.lower  # one row: its minimum; several: the group's min-max, on every row
+        if res.incumbent_x is not None:
+            incumbents.append(res.incumbent_x)
+    bad = [s for s in statuses if s is not SolverStatus.OPTIMAL]
     status = bad[0] if bad else SolverStatus.OPTIMAL
     bound = group_bound(spec.groups, per_row)
+    elapsed = time.perf_counter() - t0
+    cex = _worst_counterexample(net, spec, incumbents)
+    if cex is not None:
+        return MethodResult("exact", Verdict.FALSIFIED, bound, per_row, elapsed, status,
+                            f"MILP incumbent is a counterexample (worst-case margin >= {bound:.6g})", cex)
     verdict = Verdict.CERTIFIED if bound > 0 else Verdict.UNKNOWN
-    return MethodResult("exact", verdict, bound, per_row, time.perf_counter() - t0, status,
+    return MethodResult("exact", verdict, bound, per_row, elapsed, status,
                         "MIP dual bound > 0 for every group" if bound > 0 else "MILP did not decide")
+
+
+def _worst_counterexample(net: Network, spec: OutputSpec, xs: list[np.ndarray]) -> np.ndarray | None:
+    """The input of ``xs`` with the smallest worst-case margin on ``net`` if it violates ``spec``, else None."""
+    if not xs:
+        return None
+    pts = np.stack(xs)
+    margins = spec.margins(net.forward(pts))
+    worst = np.array([min(float(np.max(row[list(g)])) for g in spec.groups) for row in margins])
+    best = int(np.argmin(worst))
+    return pts[best] if bool(spec.violated(net.forward(pts[best : best + 1]))[0]) else None

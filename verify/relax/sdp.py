@@ -12,6 +12,7 @@ from the saved multipliers; a row certifies only when that checked bound is fini
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import time
@@ -23,6 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from verify.bounds import preactivation_bounds
+from verify.bounds_proof import ProvedBounds, proof_of
 from verify.certificate import CertificateError, SDPCertificate, SDPChecker, check_sdp_certificate
 from verify.network import Network
 from verify.options import Options
@@ -76,6 +78,7 @@ def _margin_bounds(net: Network, box: InputBox, spec: OutputSpec, options: Optio
     if preact is None:
         preact = _bounds(net, box, options)
     rel = build_relaxation(net, box, preact)
+    rel = dataclasses.replace(rel, hidden_bounds=ProvedBounds(rel.hidden_bounds, proof_of(preact, options.bounds)))
     log.info("SDP: %s, %d free inputs, %d unstable neurons (side %d after eliminating the input), backend %s",
              net.describe(), rel.n0, rel.n_unstable, 1 + rel.n_unstable, options.sdp_backend)
     m = spec.n_margins
@@ -180,7 +183,7 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
     lo, up = zip(*rel.hidden_bounds) if rel.hidden_bounds else ((), ())
     return SDPCertificate(np.asarray(c, dtype=np.float64).copy(), float(d), tuple(lo), tuple(up), mult.mu_x, mult.mu_z,
                           mult.lam, mult.nu, float(mult.gamma), float(bound), options.sdp_backend, status, mult.kappa,
-                          options.bounds)
+                          proof_of(rel.hidden_bounds, options.bounds))
 
 
 def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
@@ -248,7 +251,7 @@ def _checked(net: Network, box: InputBox, cert: SDPCertificate, state: RowState 
             value = check_sdp_certificate(net, box, cert.c, cert.d, cert)
         else:
             if state.checker is None or not state.checker.fits(cert):
-                state.checker = SDPChecker(net, box, cert.hidden_lower, cert.hidden_upper, cert.bounds_source)
+                state.checker = SDPChecker(net, box, cert.hidden_lower, cert.hidden_upper, cert.bounds_proof)
             value = state.checker.check(cert.c, cert.d, cert)
     except CertificateError as err:
         log.warning("SDP certificate rejected: %s", err)
