@@ -250,3 +250,71 @@ def test_non_finite_spec_is_a_clear_error():
         OutputSpec(spec.C, np.where(np.arange(spec.n_margins) == 0, np.inf, spec.d), spec.groups, spec.label)
     with pytest.raises(SpecError, match="non-finite"):
         OutputSpec(np.full_like(spec.C, np.nan), spec.d, spec.groups, spec.label)
+
+
+@pytest.mark.parametrize("seed,dims", CASES)
+def test_default_sdp_never_below_alpha_crown_or_the_lp_on_its_bounds(seed, dims):
+    """Default options (alpha-CROWN pre-activation bounds, triangle cuts): every row's checked SDP bound is at
+    least the alpha-CROWN margin bound and the triangle LP on the same bounds (up to solver tolerance), and
+    below the sampled minimum."""
+    from verify.bounds.method import certify_batch
+    from verify.relax.lp import lp_margin_bounds
+
+    net, box, spec = _case(seed, dims)
+    opts = Options()
+    pre = preactivation_bounds(net, box, "alpha-crown", opts)
+    alpha = certify_batch(net, box.lower[None], box.upper[None], spec.C, spec.d, "alpha-crown", opts)[0].numpy()
+    lp, _, _ = lp_margin_bounds(net, box, spec, opts.with_(bounds="alpha-crown"), pre)
+    sdp, status, certs = sdp_margin_bounds(net, box, spec, opts)
+    assert status is SolverStatus.OPTIMAL and all(c is not None and c.kappa.size for c in certs)
+    tol = 1e-6 * (1 + np.abs(sdp))
+    assert np.all(sdp >= alpha - tol) and np.all(sdp >= lp - tol)
+    assert np.all(sdp <= _sampled_min(net, box, spec) + 1e-9)
+
+
+def test_known_bounds_and_a_subset_of_rows():
+    """known lower bounds are never lost; rows not asked for are not solved; in certify mode a group already
+    proved by known bounds is skipped."""
+    net, box, spec = _case(1, (4, 10, 6, 3))
+    full, _, _ = sdp_margin_bounds(net, box, spec, Options())
+    known = np.array([full[0] + 1.0, -np.inf])
+    got, _, certs = sdp_margin_bounds(net, box, spec, Options(), known=known)
+    assert got[0] == known[0] and got[1] == pytest.approx(full[1], abs=1e-6)
+    part, _, certs = sdp_margin_bounds(net, box, spec, Options(), rows=[1])
+    assert certs[0] is None and part[0] == -np.inf and part[1] == pytest.approx(full[1], abs=1e-6)
+    proved = np.array([0.5, np.nan])
+    res, status, certs = sdp_margin_bounds(net, box, OutputSpec(spec.C[:1], spec.d[:1], ((0,),)), Options(),
+                                           known=proved[:1], target=0.0)
+    assert res[0] == 0.5 and certs[0] is None and status is SolverStatus.NOT_RUN
+    with pytest.raises(ValueError, match="known bounds"):
+        sdp_margin_bounds(net, box, spec, Options(), known=np.zeros(3))
+
+
+def test_zero_margin_row_and_no_unstable_neuron():
+    """A margin row with C = 0 is the constant d (bound d up to rounding); a box so small that no neuron is
+    unstable makes the network affine there and the SDP exact."""
+    net, box, spec = _case(2, (3, 6, 6, 6, 3))
+    zero = OutputSpec(np.zeros((1, 3)), np.array([0.25]), ((0,),))
+    lower, status, _ = sdp_margin_bounds(net, box, zero, Options())
+    assert status is SolverStatus.OPTIMAL and 0.25 - 1e-9 <= lower[0] + 1e-6 and lower[0] <= 0.25
+    tiny = InputBox(box.center - 1e-6, box.center + 1e-6)
+    assert all(np.all((l >= 0) | (u <= 0)) for l, u in preactivation_bounds(net, tiny, "crown")[:-1])
+    exact, status, _ = sdp_margin_bounds(net, tiny, spec, Options())
+    sampled = _sampled_min(net, tiny, spec, n=2000)
+    assert status is SolverStatus.OPTIMAL and np.all(exact <= sampled + 1e-12) and np.all(exact >= sampled - 1e-5)
+
+
+def test_overflow_in_the_solver_is_unknown_with_the_message():
+    """Weights so large that the solver's numbers overflow: UNKNOWN (never CERTIFIED), bound -inf, and the
+    message says what the solver hit."""
+    from verify.network import Affine, Network, ReLU
+
+    net, box, spec = _case(1, (4, 10, 6, 3))
+    ops: list = []
+    for i, layer in enumerate(net.layers):
+        s = 1e160 if i == 1 else 1.0
+        ops += [Affine(layer.dense_weight() * s, layer.bias * s, f"fc{i}"), ReLU()]
+    big = Network.from_ops(ops[:-1], (4,), (0.0, 1.0))
+    res = certify_sdp(big, Property(box, spec), Options(sdp_bounds="crown"))
+    assert res.verdict is Verdict.UNKNOWN and res.bound == -np.inf
+    assert res.status is SolverStatus.NUMERICAL_ERROR and "solver:" in res.message

@@ -158,6 +158,7 @@ class SDPCertificate:
         kappa: ``(N,) >= 0`` multipliers of the triangle cuts ``z <= u (s - l) / (u - l)``, or empty.
         bounds_proof: how ``hidden_lower/upper`` were made and what the checker needs to re-derive them
             (see :func:`usable_bounds`).
+        message: why the solver stopped, in words (advisory).
     """
 
     c: np.ndarray
@@ -174,6 +175,7 @@ class SDPCertificate:
     status: SolverStatus = SolverStatus.OPTIMAL
     kappa: np.ndarray = field(default_factory=lambda: np.zeros(0))
     bounds_proof: BoundsProof = field(default_factory=BoundsProof)
+    message: str = ""
 
 
 def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row: float, cert: SDPCertificate) -> float:

@@ -25,7 +25,7 @@ class Options:
     Attributes:
     """
 
-    bounds: str = _field("crown", "pre-activation bounds used by LP, SDP and MILP", choices=BOUND_METHODS)
+    bounds: str = _field("crown", "pre-activation bounds used by LP and MILP", choices=BOUND_METHODS)
     alpha_steps: int = _field(20, "gradient steps of alpha-CROWN's slope optimization")
     alpha_lr: float = _field(0.1, "Adam step size of alpha-CROWN's slope optimization")
     lp_solver: str = _field("highs", "LP solver", choices=LP_SOLVERS)
@@ -33,7 +33,10 @@ class Options:
     sdp_backend: str = _field("dual", "SDP solver: our scalable primal-dual interior-point method, or cvxpy "
                               "(SCS/Clarabel reference)", choices=SDP_BACKENDS)
     sdp_iterations: int = _field(300, "iteration cap of the interior-point SDP solver, per margin")
-    sdp_triangle: bool = _field(False, "add the triangle (LP) cuts to the SDP")
+    sdp_triangle: bool = _field(True, "add the triangle (LP) cuts to the SDP (then never looser than the LP and "
+                                "alpha-CROWN on the same bounds)")
+    sdp_bounds: str = _field("alpha-crown", "pre-activation bounds the SDP is built on (the tightest by default; "
+                             "about a second of alpha-CROWN per input)", choices=BOUND_METHODS)
     sdp_workers: int = _field(1, "processes solving the SDP margins of one input in parallel, one core each")
     time_limit: float = _field(60.0, "seconds per margin for LP/SDP/MILP solves; the best sound bound so far is kept")
     timeout: float | None = _field(None, "whole wall time in seconds for one property (one input at one eps), all "
@@ -51,6 +54,7 @@ class Options:
 
     def __post_init__(self) -> None:
         _choice("bounds", self.bounds, BOUND_METHODS)
+        _choice("sdp_bounds", self.sdp_bounds, BOUND_METHODS)
         _choice("lp_solver", self.lp_solver, LP_SOLVERS)
         _choice("sdp_backend", self.sdp_backend, SDP_BACKENDS)
         _choice("dtype", self.dtype, DTYPES)

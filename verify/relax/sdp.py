@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import multiprocessing
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -49,17 +49,28 @@ def sdp_margin_bounds(
     preact: Bounds | None = None,
     target: float | None = None,
     stop_on_failed_group: bool = False,
+    known: np.ndarray | None = None,
+    rows: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, SolverStatus, list[SDPCertificate | None]]:
     """Checked SDP lower bounds ``(m,)`` on every margin row of ``spec`` over ``box``.
 
+    Each row's bound is the best of the checked values of the SDP dual points tried for it (the interior-point
+    iterate and the triangle LP's dual point, which with ``options.sdp_triangle`` is never below an LP or
+    alpha-CROWN bound on the same pre-activation bounds) and of ``known``.
+
     Args:
-        preact: pre-activation bounds per layer (last = logits); ``options.bounds`` when None.
+        preact: pre-activation bounds per layer (last = logits); ``options.sdp_bounds`` when None (pass the
+            alpha-CROWN bounds already computed, e.g. a :class:`verify.bounds_proof.ProvedBounds`).
         target: a row stops as soon as its checked bound exceeds ``target`` (0 to certify);
             None solves every row to the backend's tolerance.
         stop_on_failed_group: skip the remaining rows (bound ``-inf``, status NOT_RUN) once a group
             cannot be certified (every row of it has a checked bound ``<= target``). The groups are then
             tried hardest first (smallest CROWN bound), so an input that fails usually fails on its first
             group, and within a group the most promising row first.
+        known: lower bounds ``(m,)`` the caller has already proved (checked) by cheaper methods (``-inf``
+            where none): the result is never below them, and with a ``target`` a group that has a row above
+            it is not solved again.
+        rows: solve only these rows (the others keep ``known``, or ``-inf``); None: all.
 
     Returns:
         ``(lower, status, certificates)``: ``status`` is the worst status of the rows that ran (OPTIMAL
@@ -69,27 +80,45 @@ def sdp_margin_bounds(
     """
     if spec.C.shape[1] != net.out_dim:
         raise ValueError(f"spec has {spec.C.shape[1]} logit columns, network has {net.out_dim} outputs")
-    with threadpool_limits(1):  # one BLAS thread per process: faster at these sizes, and on a shared machine
-        return _margin_bounds(net, box, spec, options, preact, target, stop_on_failed_group)
+    m = spec.n_margins
+    known = np.full(m, -np.inf) if known is None else np.asarray(known, dtype=np.float64).ravel()
+    if known.shape != (m,):
+        raise ValueError(f"known bounds have shape {known.shape}, the spec has {m} margin rows")
+    known = np.where(np.isnan(known), -np.inf, known)
+    wanted = np.zeros(m, dtype=bool)
+    wanted[list(range(m)) if rows is None else list(rows)] = True
+    # one BLAS thread per process (faster at these sizes, and on a shared machine); overflow shows as
+    # non-finite numbers, which every stage turns into a solver status and a -inf bound
+    with threadpool_limits(1), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        lower, status, certs = _margin_bounds(net, box, spec, options, preact, target, stop_on_failed_group,
+                                              known, wanted)
+    return np.maximum(lower, known), status, certs
 
 
 def _margin_bounds(net: Network, box: InputBox, spec: OutputSpec, options: Options, preact: Bounds | None,
-                   target: float | None, stop_on_failed_group: bool) -> tuple[np.ndarray, SolverStatus, list]:  # type: ignore[type-arg]
-    if preact is None:
-        preact = _bounds(net, box, options)
-    rel = build_relaxation(net, box, preact)
-    rel = dataclasses.replace(rel, hidden_bounds=ProvedBounds(rel.hidden_bounds, proof_of(preact, options.bounds)))
-    log.info("SDP: %s, %d free inputs, %d unstable neurons (side %d after eliminating the input), backend %s",
-             net.describe(), rel.n0, rel.n_unstable, 1 + rel.n_unstable, options.sdp_backend)
+                   target: float | None, stop_on_failed_group: bool, known: np.ndarray,
+                   wanted: np.ndarray) -> tuple[np.ndarray, SolverStatus, list]:  # type: ignore[type-arg]
     m = spec.n_margins
     lower = np.full(m, -np.inf)
     certs: list[SDPCertificate | None] = [None] * m
     statuses = [SolverStatus.NOT_RUN] * m
     groups = _order(net, box, spec, options) if stop_on_failed_group else list(spec.groups)
+    goal = 0.0 if target is None else target
+    groups = [tuple(r for r in g if wanted[r]) for g in groups
+              if not (target is not None and np.any(known[list(g)] > target))]
+    groups = [g for g in groups if g]
+    if not groups:
+        return lower, SolverStatus.NOT_RUN, certs
+    if preact is None:
+        preact = _bounds(net, box, options)
+    rel = build_relaxation(net, box, preact)
+    rel = dataclasses.replace(rel, hidden_bounds=ProvedBounds(rel.hidden_bounds, proof_of(preact, options.sdp_bounds)))
+    log.info("SDP: %s, %d free inputs, %d unstable neurons (side %d after eliminating the input), backend %s",
+             net.describe(), rel.n0, rel.n_unstable, 1 + rel.n_unstable, options.sdp_backend)
     with closing(_run_groups(net, box, rel, spec, groups, options, target)) as solved:
-        for group, rows in solved:
-            _record(rows, lower, certs, statuses)
-            if stop_on_failed_group and not np.any(lower[list(group)] > (0.0 if target is None else target)):
+        for group, done in solved:
+            _record(done, lower, certs, statuses)
+            if stop_on_failed_group and not np.any(np.maximum(lower, known)[list(group)] > goal):
                 log.info("SDP: group %s not certified; skipping the remaining rows", group)
                 break
     return lower, _worst(statuses), certs
@@ -168,13 +197,13 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
         from verify.solvers.sdp_cvxpy import solve_cvxpy
 
         sol = solve_cvxpy(rel, obj, options.time_limit, triangle=options.sdp_triangle)
-        mult, bound, status = sol.multipliers, sol.bound, sol.status
+        mult, bound, status, message = sol.multipliers, sol.bound, sol.status, sol.status.value
     else:
         from verify.solvers.sdp_dual import solve_dual
 
         dsol = solve_dual(rel, obj, options.time_limit, max(options.sdp_iterations, 1), target,
                           triangle=options.sdp_triangle, warm=state.warm if state else None)
-        mult, bound, status = dsol.multipliers, dsol.bound, dsol.status
+        mult, bound, status, message = dsol.multipliers, dsol.bound, dsol.status, dsol.message
         if state is not None and state.warm is None:
             state.warm = dsol.warm
     if mult is None:
@@ -183,7 +212,7 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
     lo, up = zip(*rel.hidden_bounds) if rel.hidden_bounds else ((), ())
     return SDPCertificate(np.asarray(c, dtype=np.float64).copy(), float(d), tuple(lo), tuple(up), mult.mu_x, mult.mu_z,
                           mult.lam, mult.nu, float(mult.gamma), float(bound), options.sdp_backend, status, mult.kappa,
-                          proof_of(rel.hidden_bounds, options.bounds))
+                          proof_of(rel.hidden_bounds, options.sdp_bounds), message)
 
 
 def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
@@ -200,10 +229,9 @@ def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
         return MethodResult("sdp", Verdict.FALSIFIED, float(group_bound(spec.groups, m[0])), m[0],
                             time.perf_counter() - t0, SolverStatus.NOT_RUN, "the box centre is a counterexample",
                             center.copy())
-    preact = _bounds(net, prop.box, options)
-    lower, status, certs = sdp_margin_bounds(net, prop.box, spec, options, preact, target=0.0, stop_on_failed_group=True)
+    lower, status, certs = sdp_margin_bounds(net, prop.box, spec, options, target=0.0, stop_on_failed_group=True)
     bound = group_bound(spec.groups, lower)
-    extra = {"bounds": options.bounds, "backend": options.sdp_backend, "certificates": certs}
+    extra = {"bounds": options.sdp_bounds, "backend": options.sdp_backend, "certificates": certs}
     if spec.holds(lower):  # every group has a row whose checked bound is > 0 (skipped rows are -inf)
         verdict, msg = Verdict.CERTIFIED, "checked SDP dual bound > 0 for every group"
     else:
@@ -218,7 +246,10 @@ def _failure_message(spec, lower: np.ndarray, certs: list) -> str:  # type: igno
         if ran and not max(lower[r] for r in ran) > 0:
             skipped = sum(c is None for c in certs)
             tail = f"; {skipped} later margin(s) skipped" if skipped else ""
-            return f"margin group {k} not certified (checked SDP bound {max(lower[r] for r in ran):.4g}){tail}"
+            best = max(ran, key=lambda r: lower[r])
+            why = certs[best].message if certs[best].status is not SolverStatus.OPTIMAL and certs[best].message else ""
+            solver = f", solver: {why}" if why else ""
+            return f"margin group {k} not certified (checked SDP bound {lower[best]:.4g}{solver}){tail}"
     return f"SDP bound {group_bound(spec.groups, lower):.4g} does not certify"
 
 
@@ -238,9 +269,9 @@ def _order(net: Network, box: InputBox, spec: OutputSpec, options: Options) -> l
 
 def _bounds(net: Network, box: InputBox, options: Options) -> Bounds:
     try:
-        return preactivation_bounds(net, box, options.bounds, options)
+        return preactivation_bounds(net, box, options.sdp_bounds, options)
     except NotImplementedError:
-        log.warning("bounds %r not available; using interval bounds for the SDP", options.bounds)
+        log.warning("bounds %r not available; using interval bounds for the SDP", options.sdp_bounds)
         return preactivation_bounds(net, box, "interval", options)
 
 
