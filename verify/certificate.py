@@ -159,6 +159,8 @@ class SDPCertificate:
         bounds_proof: how ``hidden_lower/upper`` were made and what the checker needs to re-derive them
             (see :func:`usable_bounds`).
         message: why the solver stopped, in words (advisory).
+        primal: the solver's primal objective when nearly feasible (advisory: the SDP optimum lies between
+            the checked bound and it, up to the primal infeasibility; NaN when unknown).
     """
 
     c: np.ndarray
@@ -176,6 +178,7 @@ class SDPCertificate:
     kappa: np.ndarray = field(default_factory=lambda: np.zeros(0))
     bounds_proof: BoundsProof = field(default_factory=BoundsProof)
     message: str = ""
+    primal: float = float("nan")
 
 
 def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row: float, cert: SDPCertificate) -> float:

@@ -33,6 +33,8 @@ class Options:
     sdp_backend: str = _field("dual", "SDP solver: our scalable primal-dual interior-point method, or cvxpy "
                               "(SCS/Clarabel reference)", choices=SDP_BACKENDS)
     sdp_iterations: int = _field(300, "iteration cap of the interior-point SDP solver, per margin")
+    sdp_tolerance: float = _field(2.5e-7, "relative primal-dual gap (and primal infeasibility) at which the SDP "
+                                  "solver stops a margin (2.5e-7: gaps of ~1e-5 on margins of ~10)")
     sdp_triangle: bool = _field(True, "add the triangle (LP) cuts to the SDP (then never looser than the LP and "
                                 "alpha-CROWN on the same bounds)")
     sdp_bounds: str = _field("alpha-crown", "pre-activation bounds the SDP is built on (the tightest by default; "
@@ -63,7 +65,7 @@ class Options:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.sdp_workers < 1:
             raise ValueError(f"sdp_workers must be >= 1, got {self.sdp_workers}")
-        for name in ("alpha_lr", "attack_step_size"):
+        for name in ("alpha_lr", "attack_step_size", "sdp_tolerance"):
             if not 0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be > 0 and finite, got {getattr(self, name)}")
         if not self.time_limit > 0:

@@ -197,13 +197,14 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
         from verify.solvers.sdp_cvxpy import solve_cvxpy
 
         sol = solve_cvxpy(rel, obj, options.time_limit, triangle=options.sdp_triangle)
-        mult, bound, status, message = sol.multipliers, sol.bound, sol.status, sol.status.value
+        mult, bound, status, message, primal = sol.multipliers, sol.bound, sol.status, sol.status.value, sol.primal
     else:
         from verify.solvers.sdp_dual import solve_dual
 
-        dsol = solve_dual(rel, obj, options.time_limit, max(options.sdp_iterations, 1), target,
+        dsol = solve_dual(rel, obj, options.time_limit, max(options.sdp_iterations, 1), target, options.sdp_tolerance,
                           triangle=options.sdp_triangle, warm=state.warm if state else None)
         mult, bound, status, message = dsol.multipliers, dsol.bound, dsol.status, dsol.message
+        primal = dsol.bound + dsol.gap
         if state is not None and state.warm is None:
             state.warm = dsol.warm
     if mult is None:
@@ -212,7 +213,7 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
     lo, up = zip(*rel.hidden_bounds) if rel.hidden_bounds else ((), ())
     return SDPCertificate(np.asarray(c, dtype=np.float64).copy(), float(d), tuple(lo), tuple(up), mult.mu_x, mult.mu_z,
                           mult.lam, mult.nu, float(mult.gamma), float(bound), options.sdp_backend, status, mult.kappa,
-                          proof_of(rel.hidden_bounds, options.sdp_bounds), message)
+                          proof_of(rel.hidden_bounds, options.sdp_bounds), message, float(primal))
 
 
 def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
