@@ -318,3 +318,41 @@ def test_overflow_in_the_solver_is_unknown_with_the_message():
     res = certify_sdp(big, Property(box, spec), Options(sdp_bounds="crown"))
     assert res.verdict is Verdict.UNKNOWN and res.bound == -np.inf
     assert res.status is SolverStatus.NUMERICAL_ERROR and "solver:" in res.message
+
+
+def test_cascade_hooks_rows_and_predicted_seconds():
+    """sdp_rows solves only the rows asked for (the others keep the known bounds) and certifies like the full
+    method; the predicted time grows with the unstable neurons and the margins, and is 0 for no margin."""
+    from verify.relax.sdp import sdp_rows, sdp_seconds
+    from verify.relax.sdp_cost import predicted_seconds
+
+    net, box, spec = _case(1, (4, 10, 6, 3))
+    pre = preactivation_bounds(net, box, "alpha-crown")
+    known = np.array([0.123, -np.inf])
+    lower, status, certs = sdp_rows(net, box, spec, [1], pre, Options(), known=known, target=None)
+    full, _, _ = sdp_margin_bounds(net, box, spec, Options(), pre)
+    assert lower[0] == 0.123 and certs[0] is None and lower[1] == pytest.approx(full[1], abs=1e-6)
+    assert status is SolverStatus.OPTIMAL
+    t = sdp_seconds(net, box, pre, rows=2)
+    assert 0 < t < 60
+    assert predicted_seconds(784, 200, 9) > predicted_seconds(784, 100, 9) > predicted_seconds(784, 100, 1) > 0
+    assert predicted_seconds(784, 100, 9, certify=True) < predicted_seconds(784, 100, 9)
+    assert predicted_seconds(784, 100, 0) == 0.0
+
+
+def test_cli_default_methods_include_the_sdp_where_it_is_predicted_to_fit():
+    """The shipped digits MLP includes the SDP by default; a wide random network at a large eps does not
+    (its predicted time is far beyond the budget); a tiny budget excludes it everywhere."""
+    from pathlib import Path
+
+    from verify.cli_run import default_methods
+    from verify.data import load_dataset
+    from verify.load import load_model
+
+    digits = load_model(Path(__file__).resolve().parents[1] / "models" / "digits_mlp.pt").network
+    x, _ = load_dataset("digits", 1, 0, digits.in_dim)
+    assert "sdp" in default_methods(digits, x[0], 0.05, Options())
+    assert "sdp" not in default_methods(digits, x[0], 0.05, Options(timeout=1e-4))
+    wide = _case(0, (784, 1500, 1500, 10))[0]
+    assert "sdp" not in default_methods(wide, np.full(784, 0.5), 0.3, Options())
+    assert "sdp" not in default_methods(digits)  # no input to judge from: the cheap set

@@ -216,6 +216,29 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
                           proof_of(rel.hidden_bounds, options.sdp_bounds), message, float(primal))
 
 
+def sdp_seconds(net: Network, box: InputBox, preact: Bounds, rows: int | None = None, certify: bool = True,
+                options: Options | None = None) -> float:
+    """Predicted seconds of :func:`sdp_rows` on ``rows`` margin rows (default: the network's outputs minus
+    one) of ``box`` with pre-activation bounds ``preact`` (see :mod:`verify.relax.sdp_cost`); ``certify``: the
+    rows are expected to certify (stop at the first checked bound > 0) rather than be solved to tolerance."""
+    from verify.relax.sdp_cost import predicted_seconds
+
+    options = options or Options()
+    n_unstable = sum(int(np.sum((np.asarray(l) < 0) & (np.asarray(u) > 0))) for l, u in list(preact)[: len(net.layers) - 1])
+    n0 = int(np.sum(box.upper > box.lower))
+    rows = net.out_dim - 1 if rows is None else rows
+    return predicted_seconds(n0, n_unstable, rows, certify, options.sdp_triangle)
+
+
+def sdp_rows(net: Network, box: InputBox, spec: OutputSpec, rows: Sequence[int], preact: Bounds, options: Options,
+             known: np.ndarray | None = None, target: float | None = 0.0) -> tuple[np.ndarray, SolverStatus, list]:  # type: ignore[type-arg]
+    """The SDP on only some margin rows (those cheaper methods left open), for a cascade: checked lower bounds
+    ``(m,)`` (the rows not asked for keep ``known``), the worst status, and the certificates. ``target=0``
+    stops each row at its first checked bound > 0 (certify); None solves the rows to tolerance. A thin
+    wrapper of :func:`sdp_margin_bounds`."""
+    return sdp_margin_bounds(net, box, spec, options, preact, target, False, known, rows)
+
+
 def certify_sdp(net: Network, prop: Property, options: Options) -> MethodResult:
     """Method "sdp": CERTIFIED when the checked SDP bound of some row of every group is ``> 0``;
     FALSIFIED only when the box centre itself violates the property; otherwise UNKNOWN.
