@@ -13,11 +13,10 @@ from verify.bounds import preactivation_bounds
 from verify.certificate import CertificateError, check_sdp_certificate
 from verify.options import Options
 from verify.relax.sdp import certify_sdp, sdp_margin_bounds
-from verify.relax.sdp_model import SDPBuildError, build_relaxation
-from verify.solvers.sdp_problem import dual_bound
+from verify.relax.sdp_model import SDPBuildError, build_relaxation, dual_bound
 from verify.results import SolverStatus, Verdict
 from verify.solvers.sdp_cvxpy import solve_cvxpy
-from verify.solvers.sdp_dual import solve_dual
+from verify.solvers.sdp_dual import solve_form
 from verify.spec import InputBox, OutputSpec, Property, SpecError, robustness_spec
 
 CASES = [(0, (3, 8, 8, 3)), (1, (4, 10, 6, 3)), (2, (3, 6, 6, 6, 3)), (3, (5, 12, 3))]
@@ -95,11 +94,11 @@ def test_dual_backend_matches_clarabel_reference(seed, dims):
     net, box, spec = _case(seed, dims)
     rel = build_relaxation(net, box, preactivation_bounds(net, box, "interval"))
     for r in range(spec.n_margins):
-        obj = rel.objective(spec.C[r], spec.d[r])
-        ref = solve_cvxpy(rel, obj, 60.0, solver="CLARABEL")
+        form = rel.form(rel.objective(spec.C[r], spec.d[r]))
+        ref = solve_cvxpy(form, 60.0, solver="CLARABEL")
         if ref.status is not SolverStatus.OPTIMAL:
             continue
-        ours = solve_dual(rel, obj, 60.0, 300)
+        ours = solve_form(form, 60.0, 300)
         assert ours.status is SolverStatus.OPTIMAL
         assert abs(ours.bound - ref.primal) <= 1e-3 * max(1.0, abs(ref.primal))
         assert ours.bound <= ref.primal + 1e-6 * max(1.0, abs(ref.primal))  # a dual bound never beats the optimum
@@ -111,8 +110,8 @@ def test_dual_bound_is_sound_at_every_iteration():
     rel = build_relaxation(net, box, preactivation_bounds(net, box, "interval"))
     exact = _exact(net, box, spec)
     truth = exact if exact is not None else _sampled_min(net, box, spec)
-    obj = rel.objective(spec.C[0], spec.d[0])
-    values = [solve_dual(rel, obj, 60.0, k).bound for k in (1, 2, 4, 8, 16, 32, 64)]
+    form = rel.form(rel.objective(spec.C[0], spec.d[0]))
+    values = [solve_form(form, 60.0, k).bound for k in (1, 2, 4, 8, 16, 32, 64)]
     assert all(np.isfinite(v) and v <= truth[0] + 1e-9 for v in values)
     assert values[-1] > values[0]  # and it improves
 
@@ -148,8 +147,8 @@ def test_rounding_allowance_keeps_checked_below_claimed_at_optimum():
     net, box, spec = _case(1, (4, 10, 6, 3))
     rel = build_relaxation(net, box, preactivation_bounds(net, box, "crown"))
     obj = rel.objective(spec.C[0], spec.d[0])
-    sol = solve_dual(rel, obj, 60.0, 300)
-    assert dual_bound(rel, obj, sol.multipliers) == pytest.approx(sol.bound)
+    sol = solve_form(rel.form(obj), 60.0, 300)
+    assert dual_bound(rel, obj, rel.multipliers_of(sol.y)) == pytest.approx(sol.bound)
 
 
 def test_certify_sdp_verdicts_agree_with_sampling():

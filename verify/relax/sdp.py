@@ -28,8 +28,7 @@ from verify.bounds_proof import ProvedBounds, proof_of
 from verify.certificate import CertificateError, SDPCertificate, SDPChecker, check_sdp_certificate
 from verify.network import Network
 from verify.options import Options
-from verify.relax.sdp_model import build_relaxation
-from verify.solvers.sdp_problem import Multipliers, SDPRelaxation
+from verify.relax.sdp_model import Multipliers, SDPRelaxation, build_relaxation
 from verify.results import MethodResult, SolverStatus, Verdict, group_bound
 from verify.spec import InputBox, OutputSpec, Property
 
@@ -193,23 +192,26 @@ def solve_row(rel: SDPRelaxation, c: np.ndarray, d: float, options: Options, tar
     """Solve one margin row with ``options.sdp_backend`` and package the multipliers. ``state.warm``: a warm
     start from another row of ``rel`` (used, or filled when empty)."""
     obj = rel.objective(c, d)
+    form = rel.form(obj, options.sdp_triangle)
     if options.sdp_backend == "cvxpy":
         from verify.solvers.sdp_cvxpy import solve_cvxpy
 
-        sol = solve_cvxpy(rel, obj, options.time_limit, triangle=options.sdp_triangle)
-        mult, bound, status, message, primal = sol.multipliers, sol.bound, sol.status, sol.status.value, sol.primal
+        sol = solve_cvxpy(form, options.time_limit)
+        y, bound, status, message, primal = sol.y, sol.bound, sol.status, sol.status.value, sol.primal
     else:
-        from verify.solvers.sdp_dual import solve_dual
+        from verify.solvers.sdp_dual import solve_form
 
-        dsol = solve_dual(rel, obj, options.time_limit, max(options.sdp_iterations, 1), target, options.sdp_tolerance,
-                          triangle=options.sdp_triangle, warm=state.warm if state else None)
-        mult, bound, status, message = dsol.multipliers, dsol.bound, dsol.status, dsol.message
+        dsol = solve_form(form, options.time_limit, max(options.sdp_iterations, 1), target, options.sdp_tolerance,
+                          warm=state.warm if state else None)
+        y, bound, status, message = dsol.y, dsol.bound, dsol.status, dsol.message
         primal = dsol.bound + dsol.gap
         if state is not None and state.warm is None:
             state.warm = dsol.warm
-    if mult is None:
+    if y is None:
         n = rel.n_unstable
         mult = Multipliers(np.zeros(rel.n0), np.zeros(n), np.zeros(n), np.zeros(n), -np.inf)
+    else:
+        mult = rel.multipliers_of(y, options.sdp_triangle)
     lo, up = zip(*rel.hidden_bounds) if rel.hidden_bounds else ((), ())
     return SDPCertificate(np.asarray(c, dtype=np.float64).copy(), float(d), tuple(lo), tuple(up), mult.mu_x, mult.mu_z,
                           mult.lam, mult.nu, float(mult.gamma), float(bound), options.sdp_backend, status, mult.kappa,
