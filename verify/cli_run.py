@@ -26,13 +26,15 @@ from verify.sweep import Known, sweep_order
 
 RUNS_DIR = Path("verify-runs")
 #: the SDP joins the default method set up to this many hidden units (see README for timings)
-SDP_DEFAULT_MAX_HIDDEN = 150
+def default_methods(net: Network, x=None, eps: float | None = None, options: Options | None = None) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
+    """attack, IBP, CROWN, alpha-CROWN, LP; plus the SDP where its predicted time on the input ``x`` at ``eps``
+    fits the per-input budget (``options.timeout``, else 30 s; :func:`verify.relax.sdp_cost.sdp_fits`)."""
+    from verify.relax.sdp_cost import sdp_fits
 
-
-def default_methods(net: Network) -> tuple[str, ...]:
-    """attack, IBP, CROWN, alpha-CROWN, LP; plus the SDP where the network is small enough."""
     base = ("attack", "ibp", "crown", "alpha-crown", "lp")
-    return base + ("sdp",) if sum(net.hidden_dims) <= SDP_DEFAULT_MAX_HIDDEN else base
+    if x is None or eps is None:
+        return base
+    return base + ("sdp",) if sdp_fits(net, x, eps, options or Options()) else base
 
 
 def load(args: argparse.Namespace):
@@ -86,7 +88,7 @@ def _execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: t
     if data is None:
         raise UsageError("no inputs: pass --data FILE (.npz with x and y, or a torch tensor file), or --vnnlib SPEC")
     x, y = load_dataset(data, args.n, args.start, net.in_dim)
-    methods = methods or default_methods(net)
+    methods = methods or default_methods(net, x[0] if len(x) else None, max(eps_values), options)
     tasks = make_tasks(x, y, sweep_order(eps_values), args.start)
     validate_tasks(net, tasks)  # before anything is written
     limits = cli_workers.limits(args, options)
