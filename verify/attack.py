@@ -33,7 +33,9 @@ MAX_TARGETED_GROUPS = 16
 N_CANDIDATES = 8
 
 
-def pgd_attack(net: Network, prop: Property, options: Options, reference: Reference | None = None) -> MethodResult:
+def pgd_attack(
+    net: Network, prop: Property, options: Options, reference: Reference | None = None, starts: np.ndarray | None = None
+) -> MethodResult:
     """Search the property's input box for a counterexample.
 
     Args:
@@ -43,6 +45,8 @@ def pgd_attack(net: Network, prop: Property, options: Options, reference: Refere
             each coordinate's half-width for boxes without an eps), ``seed``, ``device``, ``dtype``.
         reference: the source model, ``(K, in_dim)`` float64 -> logits ``(K, n_out)``; default
             ``net.forward`` in float64.
+        starts: extra start points ``(K, in_dim)`` (clipped into the box), e.g. the minimizers of a
+            relaxation in branch and bound; they are tried first, then the usual starts.
 
     Returns:
         FALSIFIED with ``counterexample`` (``(in_dim,)`` float64, inside the box, violating the spec
@@ -62,7 +66,7 @@ def pgd_attack(net: Network, prop: Property, options: Options, reference: Refere
     dtype = torch.float64 if options.dtype == "float64" else torch.float32
     chain = [(w.detach(), b.detach()) for w, b in net.torch_chain(dtype, options.device)]
     gen = torch.Generator(device=options.device).manual_seed(options.seed)
-    x, targets = _starts(prop, options, dtype, gen)
+    x, targets = _starts(prop, options, dtype, gen, starts)
     lo, hi = (torch.as_tensor(v, dtype=dtype, device=options.device) for v in (box.lower, box.upper))
     eps = prop.eps if prop.eps is not None else torch.as_tensor(box.radius, dtype=dtype, device=options.device)
     step = options.attack_step_size * eps
@@ -169,7 +173,8 @@ class _Checker:
                             f"no counterexample found; smallest worst-case margin {w:.6g}")
 
 
-def _starts(prop: Property, options: Options, dtype: torch.dtype, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+def _starts(prop: Property, options: Options, dtype: torch.dtype, gen: torch.Generator,
+            extra: np.ndarray | None = None) -> tuple[Tensor, Tensor]:
     """Start points ``(B, d)`` and their targets ``(B,)`` (a group index, or -1 for the worst case)."""
     box, dev = prop.box, options.device
     lo = torch.as_tensor(box.lower, dtype=dtype, device=dev)
@@ -178,9 +183,13 @@ def _starts(prop: Property, options: Options, dtype: torch.dtype, gen: torch.Gen
     first = prop.center if prop.center is not None and box.contains(prop.center) else box.center
     rand = torch.rand((n_starts - 1, box.dim), generator=gen, dtype=dtype, device=dev)
     pts = torch.cat([torch.as_tensor(first, dtype=dtype, device=dev)[None], lo + rand * (hi - lo)])
+    if extra is not None and len(extra):
+        given = torch.as_tensor(np.clip(np.asarray(extra, dtype=np.float64).reshape(-1, box.dim), box.lower, box.upper),
+                                dtype=dtype, device=dev)
+        pts = torch.cat([given, pts])
     n_groups = len(prop.output.groups)
     tgt = [-1] + (list(range(n_groups)) if 1 < n_groups <= MAX_TARGETED_GROUPS else [])
-    targets = torch.tensor(tgt, device=dev).repeat(n_starts)
+    targets = torch.tensor(tgt, device=dev).repeat(pts.shape[0])
     return pts.repeat_interleave(len(tgt), dim=0), targets
 
 

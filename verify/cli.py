@@ -18,14 +18,16 @@ log = logging.getLogger("verify")
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types whose message is a complete, actionable sentence for the user."""
+    from verify.cluster import ClusterError
     from verify.data import DataError
     from verify.load import LoadError
     from verify.network import NetworkError
     from verify.report import ReportError
     from verify.runner import ResumeError
     from verify.spec import SpecError
+    from verify.worker import WorkerError
 
-    return (UsageError, LoadError, DataError, NetworkError, SpecError, ResumeError, ReportError)
+    return (UsageError, LoadError, DataError, NetworkError, SpecError, ResumeError, ReportError, ClusterError, WorkerError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         force=True)  # to the current stderr, also when main() runs twice in one process
     try:
+        if not args.vnnlib:
+            for flag in ("proof", "check_proof"):
+                if getattr(args, flag, None):
+                    raise UsageError(f"--{flag.replace('_', '-')} applies to --vnnlib runs")
+        elif args.results or args.resume:
+            raise UsageError("--results/--resume apply to data runs (--data); with --vnnlib the answer goes to --out")
         check_outputs(args)
         if args.threads is not None:
             import torch

@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=20, help="number of inputs (default 20)")
     p.add_argument("--start", type=int, default=0, help="index of the first input (default 0)")
     p.add_argument("--vnnlib", default=None, help="verify one VNN-LIB property instead of a data set")
-    p.add_argument("--out", default=None, help="with --vnnlib: write the result (holds/violated/unknown) to this file")
+    p.add_argument("--out", default=None, help="with --vnnlib: write the result (holds/violated/unknown/timeout) to this file")
+    p.add_argument("--proof", default=None, help="with --vnnlib: save the checked branch-and-bound proof behind a 'holds' (.npz)")
+    p.add_argument("--check-proof", default=None, metavar="PROOF",
+                   help="with --vnnlib: re-check a saved proof for NET and SPEC (prints holds, or unknown and why; exit 1 if it does not check)")
     p.add_argument("--json", default=None, help="write the full report as JSON")
     p.add_argument("--report", default=None, help="write a self-contained HTML report with plots (runs in compare mode "
                    "unless --verdicts)")
@@ -61,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: per input the work is small, and on a busy machine two threads made "
                    "the attack 30x slower; raise it for large convolutional networks on an idle machine)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run inputs in N local worker processes (one BLAS/torch thread each, or --threads); "
+                        "--sdp-workers is then cut to cores // N per worker (default: one after another in this process)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run inputs on an existing Dask scheduler (tcp://host:8786, or a scheduler .json file); "
+                        "every worker needs the same verify version and the model file at the same path; pip install 'verify[cluster]'")
+    p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="per task: resident memory of the process running it (e.g. 4GiB); a method above it is stopped and recorded as error")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log solver progress")
     return p
@@ -191,8 +202,8 @@ def check_outputs(args: argparse.Namespace) -> None:
         raise UsageError("--radius applies to a data set run (robustness balls around inputs), not to --vnnlib")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
-    for flag in ("json", "report", "out"):
-        value = getattr(args, flag)
+    for flag in ("json", "report", "out", "proof"):
+        value = getattr(args, flag, None)
         if value is not None:
             _check_writable(Path(value), f"--{flag}")
 

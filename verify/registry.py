@@ -56,6 +56,8 @@ TABLE: tuple[MethodInfo, ...] = (
     MethodInfo("lp", "verify.relax.lp:certify_lp", "triangle LP relaxation (HiGHS), dual bound re-checked"),
     MethodInfo("sdp", "verify.relax.sdp:certify_sdp", "SDP relaxation (Raghunathan et al. 2018), dual bound re-checked"),
     MethodInfo("exact", "verify.relax.milp:certify_exact", "MILP (HiGHS), exact for small networks", aliases=("milp",)),
+    MethodInfo("bab", "verify.bab:certify_bab", "branch and bound (beta-CROWN bounds), proofs re-checked; decides",
+               aliases=("branch-and-bound",), takes_reference=True),
 )
 
 #: canonical names, cheapest first

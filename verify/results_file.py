@@ -27,7 +27,6 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Iterable
 
 from verify.report import Record
 from verify.report_record import Radius
@@ -272,11 +271,3 @@ def _parse_lines(body: bytes, path: Path) -> tuple[dict, list[Record]]:
     if not meta:
         raise ResumeError(f"{path} has no complete meta line; is this a verify results file?")
     return meta, list(records.values())
-
-
-def unique_records(records: Iterable[Record]) -> list[Record]:
-    """``records`` with later repeats of an (index, eps, method) dropped."""
-    seen: dict[tuple, Record] = {}
-    for r in records:
-        seen.setdefault(r.key, r)
-    return list(seen.values())

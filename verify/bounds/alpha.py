@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from verify.bounds.adam import ProjectedAdam
 from verify.bounds.crown import (
     Bounds,
     Chain,
@@ -131,14 +132,10 @@ def _search(
         best_alphas = [None if a is None else a.detach().clone() for a in alphas]
         if not params or steps <= 0:
             return best, best_alphas
-        opt = torch.optim.Adam(params, lr=lr)
+        opt = ProjectedAdam([(a, lr, 0.0, 1.0) for a in params])
         for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
             (-val.sum()).backward()
             opt.step()
-            with torch.no_grad():
-                for a in params:
-                    a.clamp_(0.0, 1.0)
             val = backward_lower(chain_d, k, A, c, bounds_d, lower, upper, alphas, relax)
             improved = val.detach() > best
             if improved.any():

@@ -67,6 +67,8 @@ def backward_lower(
     upper: Tensor,
     alphas: Sequence[Tensor | None] | None = None,
     relax: Sequence[Relaxation] | None = None,
+    extra: Sequence[Tensor | None] | None = None,
+    trace: list[Tensor] | None = None,
 ) -> Tensor:
     """Lower bound of ``A z_k + c`` over the box, shape ``(N, R)``.
 
@@ -78,6 +80,11 @@ def backward_lower(
         lower, upper: the input box, ``(N, in_dim)``.
         alphas: optional lower slopes per layer ``j < k``, each ``(N, R, n_j)`` or None (CROWN).
         relax: the bounds' relaxations, if already computed (``[relu_relaxation(*b) for b in bounds]``).
+        extra: optional terms added to the coefficients on ``z_j`` (``(N, R, n_j)`` or None per layer
+            ``j < k``): Lagrange terms of split constraints (beta-CROWN); the caller is responsible for
+            their validity (e.g. ``-beta z_j`` with ``beta >= 0`` on a domain where ``z_j >= 0``).
+        trace: if given, receives the coefficients on ``h_{j}`` (``(N, R, n_j)``) for ``j = k-1 .. 0``,
+            then the coefficients on the input ``(N, R, in_dim)`` (branching heuristics, primal points).
     """
     relax = relax if relax is not None else [relu_relaxation(l, u) for l, u in bounds[:k]]
     const = c
@@ -86,14 +93,20 @@ def backward_lower(
         w, b = chain[j]
         const = const + A @ b
         A = A @ w  # now on h_{j-1} = relu(z_{j-1})
+        if trace is not None:
+            trace.append(A)
         rel = relax[j - 1]
         lo_slope = rel.lower_slopes(None if alphas is None else alphas[j - 1])
         neg = A.clamp(max=0)
         const = const + (neg @ rel.up_offset[:, :, None])[..., 0]
         # pos * lo + neg * up  ==  A * lo + neg * (up - lo): one pass fewer
         A = torch.addcmul(A * lo_slope, neg, rel.up_slope[:, None, :] - lo_slope)
+        if extra is not None and extra[j - 1] is not None:
+            A = A + extra[j - 1]
     w, b = chain[0]
     const = const + A @ b + (A @ (center @ w.T)[:, :, None])[..., 0]
+    if trace is not None:
+        trace.append(A @ w)
     return const - _radius_term(A, w, radius)
 
 
