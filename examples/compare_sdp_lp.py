@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> Report:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", default=str(DEFAULT_MODEL))
     p.add_argument("--data", default=None, help="inputs (default: the model's own, e.g. digits)")
-    p.add_argument("--eps", type=float, default=0.05)
+    p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--n", type=int, default=10)
     p.add_argument("--report", default=None, help="also write an HTML report")
     args = p.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Train the shipped models (reproducible: fixed seed, deterministic CPU kernels).
+"""Train the shipped models (reproducible: fixed seed, deterministic CPU kernels, one thread; the same torch
+build on the same kind of CPU gives bit-identical weights, see tests/test_models.py).
 
     python models/train.py                                  # digits MLP -> models/digits_mlp.pt
     python models/train.py --data path/to/mnist_train.npz   # MNIST MLP  -> models/mnist_mlp_pgd.pt
@@ -76,6 +77,7 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)  # the same reductions in the same order on every run: bit-identical weights
     if args.data:
         x_tr, y_tr = load_mnist(args.data)
         test_path = Path(args.data).with_name(Path(args.data).name.replace("train", "test"))

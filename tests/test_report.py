@@ -142,8 +142,9 @@ def test_summary_order_and_table(report: Report) -> None:
     assert keys == sorted(keys)
     assert [s.method for s in summaries[:5]] == [m for m in METHOD_ORDER if m in METHODS]
     lines = report.table().splitlines()
-    header = lines[0]
-    data_rows = [ln for ln in lines[2:] if ln.split() and ln.split()[0] in METHODS]
+    start = next(i for i, ln in enumerate(lines) if ln.split()[:3] == ["method", "n", "cert"])  # after the headline
+    header = lines[start]
+    data_rows = [ln for ln in lines[start + 2:] if ln.split() and ln.split()[0] in METHODS]
     assert [ln.split() for ln in data_rows] == [list(summary_row(s)) for s in summaries]
     assert all(len(ln) == len(header) for ln in data_rows)  # right-aligned to the header width
     assert "WARNING" not in report.table()

@@ -13,11 +13,10 @@ from verify.bounds import preactivation_bounds
 from verify.certificate import CertificateError, check_sdp_certificate
 from verify.options import Options
 from verify.relax.sdp import certify_sdp, sdp_margin_bounds
-from verify.relax.sdp_model import SDPBuildError, build_relaxation
-from verify.solvers.sdp_problem import dual_bound
+from verify.relax.sdp_model import SDPBuildError, build_relaxation, dual_bound
 from verify.results import SolverStatus, Verdict
 from verify.solvers.sdp_cvxpy import solve_cvxpy
-from verify.solvers.sdp_dual import solve_dual
+from verify.solvers.sdp_dual import solve_form
 from verify.spec import InputBox, OutputSpec, Property, SpecError, robustness_spec
 
 CASES = [(0, (3, 8, 8, 3)), (1, (4, 10, 6, 3)), (2, (3, 6, 6, 6, 3)), (3, (5, 12, 3))]
@@ -95,11 +94,11 @@ def test_dual_backend_matches_clarabel_reference(seed, dims):
     net, box, spec = _case(seed, dims)
     rel = build_relaxation(net, box, preactivation_bounds(net, box, "interval"))
     for r in range(spec.n_margins):
-        obj = rel.objective(spec.C[r], spec.d[r])
-        ref = solve_cvxpy(rel, obj, 60.0, solver="CLARABEL")
+        form = rel.form(rel.objective(spec.C[r], spec.d[r]))
+        ref = solve_cvxpy(form, 60.0, solver="CLARABEL")
         if ref.status is not SolverStatus.OPTIMAL:
             continue
-        ours = solve_dual(rel, obj, 60.0, 300)
+        ours = solve_form(form, 60.0, 300)
         assert ours.status is SolverStatus.OPTIMAL
         assert abs(ours.bound - ref.primal) <= 1e-3 * max(1.0, abs(ref.primal))
         assert ours.bound <= ref.primal + 1e-6 * max(1.0, abs(ref.primal))  # a dual bound never beats the optimum
@@ -111,8 +110,8 @@ def test_dual_bound_is_sound_at_every_iteration():
     rel = build_relaxation(net, box, preactivation_bounds(net, box, "interval"))
     exact = _exact(net, box, spec)
     truth = exact if exact is not None else _sampled_min(net, box, spec)
-    obj = rel.objective(spec.C[0], spec.d[0])
-    values = [solve_dual(rel, obj, 60.0, k).bound for k in (1, 2, 4, 8, 16, 32, 64)]
+    form = rel.form(rel.objective(spec.C[0], spec.d[0]))
+    values = [solve_form(form, 60.0, k).bound for k in (1, 2, 4, 8, 16, 32, 64)]
     assert all(np.isfinite(v) and v <= truth[0] + 1e-9 for v in values)
     assert values[-1] > values[0]  # and it improves
 
@@ -148,8 +147,8 @@ def test_rounding_allowance_keeps_checked_below_claimed_at_optimum():
     net, box, spec = _case(1, (4, 10, 6, 3))
     rel = build_relaxation(net, box, preactivation_bounds(net, box, "crown"))
     obj = rel.objective(spec.C[0], spec.d[0])
-    sol = solve_dual(rel, obj, 60.0, 300)
-    assert dual_bound(rel, obj, sol.multipliers) == pytest.approx(sol.bound)
+    sol = solve_form(rel.form(obj), 60.0, 300)
+    assert dual_bound(rel, obj, rel.multipliers_of(sol.y)) == pytest.approx(sol.bound)
 
 
 def test_certify_sdp_verdicts_agree_with_sampling():
@@ -250,3 +249,109 @@ def test_non_finite_spec_is_a_clear_error():
         OutputSpec(spec.C, np.where(np.arange(spec.n_margins) == 0, np.inf, spec.d), spec.groups, spec.label)
     with pytest.raises(SpecError, match="non-finite"):
         OutputSpec(np.full_like(spec.C, np.nan), spec.d, spec.groups, spec.label)
+
+
+@pytest.mark.parametrize("seed,dims", CASES)
+def test_default_sdp_never_below_alpha_crown_or_the_lp_on_its_bounds(seed, dims):
+    """Default options (alpha-CROWN pre-activation bounds, triangle cuts): every row's checked SDP bound is at
+    least the alpha-CROWN margin bound and the triangle LP on the same bounds (up to solver tolerance), and
+    below the sampled minimum."""
+    from verify.bounds.method import certify_batch
+    from verify.relax.lp import lp_margin_bounds
+
+    net, box, spec = _case(seed, dims)
+    opts = Options()
+    pre = preactivation_bounds(net, box, "alpha-crown", opts)
+    alpha = certify_batch(net, box.lower[None], box.upper[None], spec.C, spec.d, "alpha-crown", opts)[0].numpy()
+    lp, _, _ = lp_margin_bounds(net, box, spec, opts.with_(bounds="alpha-crown"), pre)
+    sdp, status, certs = sdp_margin_bounds(net, box, spec, opts)
+    assert status is SolverStatus.OPTIMAL and all(c is not None and c.kappa.size for c in certs)
+    tol = 1e-6 * (1 + np.abs(sdp))
+    assert np.all(sdp >= alpha - tol) and np.all(sdp >= lp - tol)
+    assert np.all(sdp <= _sampled_min(net, box, spec) + 1e-9)
+
+
+def test_known_bounds_and_a_subset_of_rows():
+    """known lower bounds are never lost; rows not asked for are not solved; in certify mode a group already
+    proved by known bounds is skipped."""
+    net, box, spec = _case(1, (4, 10, 6, 3))
+    full, _, _ = sdp_margin_bounds(net, box, spec, Options())
+    known = np.array([full[0] + 1.0, -np.inf])
+    got, _, certs = sdp_margin_bounds(net, box, spec, Options(), known=known)
+    assert got[0] == known[0] and got[1] == pytest.approx(full[1], abs=1e-6)
+    part, _, certs = sdp_margin_bounds(net, box, spec, Options(), rows=[1])
+    assert certs[0] is None and part[0] == -np.inf and part[1] == pytest.approx(full[1], abs=1e-6)
+    proved = np.array([0.5, np.nan])
+    res, status, certs = sdp_margin_bounds(net, box, OutputSpec(spec.C[:1], spec.d[:1], ((0,),)), Options(),
+                                           known=proved[:1], target=0.0)
+    assert res[0] == 0.5 and certs[0] is None and status is SolverStatus.NOT_RUN
+    with pytest.raises(ValueError, match="known bounds"):
+        sdp_margin_bounds(net, box, spec, Options(), known=np.zeros(3))
+
+
+def test_zero_margin_row_and_no_unstable_neuron():
+    """A margin row with C = 0 is the constant d (bound d up to rounding); a box so small that no neuron is
+    unstable makes the network affine there and the SDP exact."""
+    net, box, spec = _case(2, (3, 6, 6, 6, 3))
+    zero = OutputSpec(np.zeros((1, 3)), np.array([0.25]), ((0,),))
+    lower, status, _ = sdp_margin_bounds(net, box, zero, Options())
+    assert status is SolverStatus.OPTIMAL and 0.25 - 1e-9 <= lower[0] + 1e-6 and lower[0] <= 0.25
+    tiny = InputBox(box.center - 1e-6, box.center + 1e-6)
+    assert all(np.all((l >= 0) | (u <= 0)) for l, u in preactivation_bounds(net, tiny, "crown")[:-1])
+    exact, status, _ = sdp_margin_bounds(net, tiny, spec, Options())
+    sampled = _sampled_min(net, tiny, spec, n=2000)
+    assert status is SolverStatus.OPTIMAL and np.all(exact <= sampled + 1e-12) and np.all(exact >= sampled - 1e-5)
+
+
+def test_overflow_in_the_solver_is_unknown_with_the_message():
+    """Weights so large that the solver's numbers overflow: UNKNOWN (never CERTIFIED), bound -inf, and the
+    message says what the solver hit."""
+    from verify.network import Affine, Network, ReLU
+
+    net, box, spec = _case(1, (4, 10, 6, 3))
+    ops: list = []
+    for i, layer in enumerate(net.layers):
+        s = 1e160 if i == 1 else 1.0
+        ops += [Affine(layer.dense_weight() * s, layer.bias * s, f"fc{i}"), ReLU()]
+    big = Network.from_ops(ops[:-1], (4,), (0.0, 1.0))
+    res = certify_sdp(big, Property(box, spec), Options(sdp_bounds="crown"))
+    assert res.verdict is Verdict.UNKNOWN and res.bound == -np.inf
+    assert res.status is SolverStatus.NUMERICAL_ERROR and "solver:" in res.message
+
+
+def test_cascade_hooks_rows_and_predicted_seconds():
+    """sdp_rows solves only the rows asked for (the others keep the known bounds) and certifies like the full
+    method; the predicted time grows with the unstable neurons and the margins, and is 0 for no margin."""
+    from verify.relax.sdp import sdp_rows, sdp_seconds
+    from verify.relax.sdp_cost import predicted_seconds
+
+    net, box, spec = _case(1, (4, 10, 6, 3))
+    pre = preactivation_bounds(net, box, "alpha-crown")
+    known = np.array([0.123, -np.inf])
+    lower, status, certs = sdp_rows(net, box, spec, [1], pre, Options(), known=known, target=None)
+    full, _, _ = sdp_margin_bounds(net, box, spec, Options(), pre)
+    assert lower[0] == 0.123 and certs[0] is None and lower[1] == pytest.approx(full[1], abs=1e-6)
+    assert status is SolverStatus.OPTIMAL
+    t = sdp_seconds(net, box, pre, rows=2)
+    assert 0 < t < 60
+    assert predicted_seconds(784, 200, 9) > predicted_seconds(784, 100, 9) > predicted_seconds(784, 100, 1) > 0
+    assert predicted_seconds(784, 100, 9, certify=True) < predicted_seconds(784, 100, 9)
+    assert predicted_seconds(784, 100, 0) == 0.0
+
+
+def test_cli_default_methods_include_the_sdp_where_it_is_predicted_to_fit():
+    """The shipped digits MLP includes the SDP by default; a wide random network at a large eps does not
+    (its predicted time is far beyond the budget); a tiny budget excludes it everywhere."""
+    from pathlib import Path
+
+    from verify.cli_run import default_methods
+    from verify.data import load_dataset
+    from verify.load import load_model
+
+    digits = load_model(Path(__file__).resolve().parents[1] / "models" / "digits_mlp.pt").network
+    x, _ = load_dataset("digits", 1, 0, digits.in_dim)
+    assert "sdp" in default_methods(digits, x[0], 0.05, Options())
+    assert "sdp" not in default_methods(digits, x[0], 0.05, Options(timeout=1e-4))
+    wide = _case(0, (784, 1500, 1500, 10))[0]
+    assert "sdp" not in default_methods(wide, np.full(784, 0.5), 0.3, Options())
+    assert "sdp" not in default_methods(digits)  # no input to judge from: the cheap set

@@ -1,6 +1,6 @@
 """The first-order polish of the SDP dual (verify.solvers.sdp_polish, the dual backend's fallback when the
 interior-point method stops on numerical trouble) and the dual backend under short limits: exact gradients,
-sound bounds (recomputed by dual_bound and below the Clarabel optimum), convergence towards the reference."""
+sound bounds (recomputed by form_bound and below the Clarabel optimum), convergence towards the reference."""
 
 from __future__ import annotations
 
@@ -10,23 +10,21 @@ import numpy as np
 import pytest
 
 from conftest import small_relaxation
-from verify.solvers.sdp_problem import dual_bound
 from verify.results import SolverStatus
 from verify.solvers.sdp_cvxpy import solve_cvxpy
-from verify.solvers.sdp_dual import linear_start, solve_dual, strict_start
+from verify.solvers.sdp_dual import linear_start, solve_form, strict_start
+from verify.solvers.sdp_form import form_bound
 from verify.solvers.sdp_polish import SmoothedDual, polish
 
 
 @pytest.mark.parametrize("triangle", [False, True])
 def test_smoothed_gradient_matches_finite_differences(triangle):
     rel, spec = small_relaxation(1, (4, 10, 6, 3))
-    obj = rel.objective(spec.C[0], spec.d[0])
-    m = strict_start(rel, obj, 0.5, triangle)
+    form = rel.form(rel.objective(spec.C[0], spec.d[0]), triangle)
+    th = strict_start(form, 0.5)
     rng = np.random.default_rng(0)
-    th = m.pack()
-    n0, n = rel.n0, rel.n_unstable
-    th[n0 + 2 * n : n0 + 3 * n] = 0.05 * rng.standard_normal(n)
-    fun = SmoothedDual(rel, obj, triangle)
+    th[1 + form.box.size + form.ge_rows.size :] = 0.05 * rng.standard_normal(form.eq_rows.size)  # some nu
+    fun = SmoothedDual(form)
     fun.t = 0.05
     _, grad = fun(th)
     h = 1e-6
@@ -40,14 +38,14 @@ def test_smoothed_value_never_exceeds_the_dual_function():
     """The smoothing replaces min(0, lambda_min) by a lower approximation, so the smoothed value is at most
     the (non-rounded) dual function, and approaches it as the temperature falls."""
     rel, spec = small_relaxation(0, (3, 8, 8, 3))
-    obj = rel.objective(spec.C[0], spec.d[0])
-    m = linear_start(rel, obj, False)
-    fun = SmoothedDual(rel, obj, False)
+    form = rel.form(rel.objective(spec.C[0], spec.d[0]))
+    y = linear_start(form)
+    fun = SmoothedDual(form)
     vals = []
     for t in (1e-1, 1e-2, 1e-3, 1e-5):
         fun.t = t
-        vals.append(-fun(m.pack())[0])
-    exact = dual_bound(rel, obj, m)
+        vals.append(-fun(y)[0])
+    exact = form_bound(form, y)
     assert all(v <= exact + 1e-9 * (1 + abs(exact)) for v in vals)
     assert vals == sorted(vals)
     assert vals[-1] == pytest.approx(exact, abs=1e-3)
@@ -56,31 +54,31 @@ def test_smoothed_value_never_exceeds_the_dual_function():
 @pytest.mark.parametrize("seed,dims", [(0, (3, 8, 8, 3)), (2, (3, 6, 6, 6, 3))])
 def test_polish_from_linear_start_approaches_the_reference(seed, dims):
     rel, spec = small_relaxation(seed, dims)
-    obj = rel.objective(spec.C[0], spec.d[0])
-    ref = solve_cvxpy(rel, obj, 60.0, solver="CLARABEL")
+    form = rel.form(rel.objective(spec.C[0], spec.d[0]))
+    ref = solve_cvxpy(form, 60.0, solver="CLARABEL")
     if ref.status is not SolverStatus.OPTIMAL:
         pytest.skip("reference did not converge")
-    start = linear_start(rel, obj, False)
-    m, bound = polish(rel, obj, start, time.perf_counter() + 5.0)
-    assert bound == dual_bound(rel, obj, m)  # the reported bound is the checker's recomputation
-    assert bound >= dual_bound(rel, obj, start)
+    start = linear_start(form)
+    y, bound = polish(form, start, time.perf_counter() + 5.0)
+    assert bound == form_bound(form, y)  # the reported bound is the sound recomputation
+    assert bound >= form_bound(form, start)
     assert bound <= ref.primal + 1e-6 * max(1.0, abs(ref.primal))  # never beats the optimum
     assert abs(bound - ref.primal) <= 1e-2 * max(1.0, abs(ref.primal))
 
 
 def test_polish_stops_at_target_and_deadline():
     rel, spec = small_relaxation(2, (3, 6, 6, 6, 3))
-    obj = rel.objective(spec.C[0], spec.d[0])
-    start = linear_start(rel, obj, False)
-    b0 = dual_bound(rel, obj, start)
+    form = rel.form(rel.objective(spec.C[0], spec.d[0]))
+    start = linear_start(form)
+    b0 = form_bound(form, start)
     t0 = time.perf_counter()
-    m, bound = polish(rel, obj, start, t0 - 1.0)  # already past the deadline: start returned
+    y, bound = polish(form, start, t0 - 1.0)  # already past the deadline: start returned
     assert bound == b0
-    full = polish(rel, obj, start, time.perf_counter() + 3.0)[1]
-    if full > b0 + 1e-6:
-        target = 0.5 * (b0 + full)
-        m, bound = polish(rel, obj, start, time.perf_counter() + 20.0, target=target)
-        assert bound > target and bound == dual_bound(rel, obj, m)
+    full = polish(form, start, time.perf_counter() + 3.0)[1]
+    assert full > b0 + 1e-6  # the test compares something
+    target = 0.5 * (b0 + full)
+    y, bound = polish(form, start, time.perf_counter() + 20.0, target=target)
+    assert bound > target and bound == form_bound(form, y)
 
 
 def test_short_limits_give_a_sound_bound():
@@ -88,9 +86,9 @@ def test_short_limits_give_a_sound_bound():
     recomputed dual bound and below the reference optimum."""
     rel, spec = small_relaxation(1, (4, 10, 6, 3))
     for r in range(spec.n_margins):
-        obj = rel.objective(spec.C[r], spec.d[r])
-        ref = solve_cvxpy(rel, obj, 60.0, solver="CLARABEL")
-        sol = solve_dual(rel, obj, 1.0, 3)
-        assert np.isfinite(sol.bound) and sol.bound == dual_bound(rel, obj, sol.multipliers)
+        form = rel.form(rel.objective(spec.C[r], spec.d[r]))
+        ref = solve_cvxpy(form, 60.0, solver="CLARABEL")
+        sol = solve_form(form, 1.0, 3)
+        assert np.isfinite(sol.bound) and sol.bound == form_bound(form, sol.y)
         if ref.status is SolverStatus.OPTIMAL:
             assert sol.bound <= ref.primal + 1e-6 * max(1.0, abs(ref.primal))

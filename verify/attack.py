@@ -52,7 +52,9 @@ def pgd_attack(
         FALSIFIED with ``counterexample`` (``(in_dim,)`` float64, inside the box, violating the spec
         per ``reference``) or UNKNOWN. ``bound`` is the smallest worst-case margin that
         ``reference`` gave at a checked point (an upper bound on the true minimum);
-        ``margin_bounds`` are that point's margins ``(m,)``.
+        ``margin_bounds`` are that point's margins ``(m,)``. With ``options.compare`` (compare mode) the
+        descent runs all its steps after a counterexample, the best point of every group is checked too,
+        and ``margin_bounds[i]`` is the smallest value of row ``i`` at any checked point.
     """
     start = time.perf_counter()
     box, spec = prop.box, prop.output
@@ -71,12 +73,16 @@ def pgd_attack(
     C, d, mask = _spec_tensors(spec, dtype, options.device)
     best_x, best_w = x.clone(), torch.full((x.shape[0],), float("inf"), dtype=dtype, device=x.device)
     checked = _Checker(prop, reference)
+    group_best = (x[: len(spec.groups)].clone(), torch.full((len(spec.groups),), float("inf"), dtype=dtype, device=x.device))
     with torch.enable_grad():
-        _descend(chain, x, targets, (lo, hi, step), (C, d, mask), options.attack_steps, (best_x, best_w), checked)
-    if checked.found is None:
+        _descend(chain, x, targets, (lo, hi, step), (C, d, mask), options.attack_steps, (best_x, best_w), checked,
+                 group_best if options.compare else None)
+    if checked.found is None or options.compare:
         order = torch.argsort(best_w)[:N_CANDIDATES]
         checked.try_points(best_x[order])
-    return checked.result(time.perf_counter() - start)
+    if options.compare:
+        checked.try_points(group_best[0])
+    return checked.result(time.perf_counter() - start, per_row=options.compare)
 
 
 def _descend(
@@ -88,8 +94,11 @@ def _descend(
     steps: int,
     best: tuple[Tensor, Tensor],
     checked: "_Checker",
+    group_best: tuple[Tensor, Tensor] | None = None,
 ) -> None:
-    """Signed-gradient steps on each point's objective; updates ``best`` in place; stops on a checked hit."""
+    """Signed-gradient steps on each point's objective; updates ``best`` in place; stops on a checked hit,
+    unless ``group_best`` (compare mode) is given: then every step is taken and ``group_best`` keeps, per
+    group ``g``, the point ``(G, d)`` with the smallest ``max_{i in g} m_i`` and that value ``(G,)``."""
     lo, hi, step = box_step
     C, d, mask = spec_t
     best_x, best_w = best
@@ -99,9 +108,14 @@ def _descend(
         worst = group_max.min(dim=1).values
         better = worst.detach() < best_w
         best_x[better], best_w[better] = x.detach()[better], worst.detach()[better]
+        if group_best is not None:
+            value, at = group_max.detach().min(dim=0)
+            improved = value < group_best[1]
+            group_best[0][improved], group_best[1][improved] = x.detach()[at[improved]], value[improved]
         hits = worst.detach() <= 0
-        if bool(hits.any()) and checked.try_points(x.detach()[hits][:N_CANDIDATES]):
-            return
+        if bool(hits.any()) and checked.found is None and checked.try_points(x.detach()[hits][:N_CANDIDATES]):
+            if group_best is None:
+                return
         if it == steps:
             return
         obj = torch.where(targets >= 0, group_max.gather(1, targets.clamp(min=0)[:, None])[:, 0], worst)
@@ -116,6 +130,7 @@ class _Checker:
         self.prop, self.reference = prop, reference
         self.found: np.ndarray | None = None
         self.best: tuple[float, np.ndarray, np.ndarray] | None = None  # (worst margin, margins, x)
+        self.row_min = np.full(prop.output.n_margins, np.inf)  # smallest value of each margin row seen
 
     def try_points(self, x: Tensor) -> bool:
         box, spec = self.prop.box, self.prop.output
@@ -125,6 +140,9 @@ class _Checker:
             raise ValueError(f"reference model returned {logits.shape[1]} outputs; the spec expects {spec.C.shape[1]}")
         margins = spec.margins(logits)
         violated = spec.violated(logits)
+        inside = np.array([box.contains(p) for p in pts], dtype=bool)
+        if inside.any():
+            self.row_min = np.fmin(self.row_min, np.nanmin(np.where(inside[:, None], margins, np.inf), axis=0))
         for i in range(pts.shape[0]):
             w = min(max(margins[i, list(g)]) for g in spec.groups)
             if not np.isfinite(w):
@@ -138,12 +156,15 @@ class _Checker:
             log.info("attack: candidate(s) violated the spec in torch but not in the reference model")
         return self.found is not None
 
-    def result(self, elapsed: float) -> MethodResult:
+    def result(self, elapsed: float, per_row: bool = False) -> MethodResult:
+        """The attack's result; with ``per_row`` its ``margin_bounds`` are the smallest value of each margin
+        row over all checked points (an upper bound on each row's minimum) instead of the best point's."""
         m = self.prop.output.n_margins
         if self.best is None:
             return MethodResult("attack", Verdict.UNKNOWN, float("inf"), np.full(m, np.inf), elapsed,
                                 SolverStatus.NOT_APPLICABLE, "no finite point evaluated")
         w, margins, x = self.best
+        margins = np.minimum(self.row_min, margins) if per_row else margins
         if self.found is not None:
             return MethodResult("attack", Verdict.FALSIFIED, w, margins, elapsed, SolverStatus.NOT_APPLICABLE,
                                 f"counterexample with worst-case margin {w:.6g} (checked on the reference model)",

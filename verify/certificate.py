@@ -28,7 +28,7 @@ from verify.results import SolverStatus
 from verify.rounding import UNIT, eigenvalue_allowance, forward_allowance
 from verify.spec import InputBox
 
-__all__ = ["CertificateError", "LPCertificate", "SDPCertificate", "check_lp_certificate", "check_lp_certificate_all",
+__all__ = ["CertificateError", "LPCertificate", "SDPCertificate", "SDPChecker", "check_lp_certificate", "check_lp_certificate_all",
            "check_sdp_certificate", "lagrangian_bounds", "usable_bounds"]
 
 _UNIT = UNIT  # the SDP section's allowances below follow the rules of verify.rounding
@@ -158,6 +158,9 @@ class SDPCertificate:
         kappa: ``(N,) >= 0`` multipliers of the triangle cuts ``z <= u (s - l) / (u - l)``, or empty.
         bounds_proof: how ``hidden_lower/upper`` were made and what the checker needs to re-derive them
             (see :func:`usable_bounds`).
+        message: why the solver stopped, in words (advisory).
+        primal: the solver's primal objective when nearly feasible (advisory: the SDP optimum lies between
+            the checked bound and it, up to the primal infeasibility; NaN when unknown).
     """
 
     c: np.ndarray
@@ -174,6 +177,8 @@ class SDPCertificate:
     status: SolverStatus = SolverStatus.OPTIMAL
     kappa: np.ndarray = field(default_factory=lambda: np.zeros(0))
     bounds_proof: BoundsProof = field(default_factory=BoundsProof)
+    message: str = ""
+    primal: float = float("nan")
 
 
 def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row: float, cert: SDPCertificate) -> float:
@@ -181,53 +186,84 @@ def check_sdp_certificate(net: Network, box: InputBox, c_row: np.ndarray, d_row:
 
     Returns ``-inf`` for non-finite multipliers or an input multiplier that is 0 where it is needed;
     raises :class:`CertificateError` when the row, shapes or bounds do not fit (bounds must contain the
-    network's pre-activations at the box centre and at a few sampled points of the box).
+    network's pre-activations at the box centre and at a few sampled points of the box). To check many
+    rows of one input, build one :class:`SDPChecker` and call :meth:`SDPChecker.check` per row.
     """
-    c = np.asarray(c_row, dtype=np.float64).ravel()
-    d = float(d_row)
-    if c.shape != (net.out_dim,) or box.dim != net.in_dim:
-        raise CertificateError(f"margin row has {c.size} entries / box {box.dim}; network has {net.out_dim} / {net.in_dim}")
-    if not (np.array_equal(np.asarray(cert.c, dtype=np.float64).ravel(), c) and float(cert.d) == d):
-        raise CertificateError("the SDP certificate was made for a different margin row")
-    lower, upper = tuple(cert.hidden_lower), tuple(cert.hidden_upper)
-    if len(lower) != len(net.layers) - 1 or len(upper) != len(lower):
-        raise CertificateError(f"certificate has bounds for {len(lower)} hidden layers, network has {len(net.layers) - 1}")
-    lower, upper = usable_bounds(net, box, lower, upper, cert.bounds_proof)
-    unstable = [np.flatnonzero((np.asarray(l) < 0) & (np.asarray(u) > 0)) for l, u in zip(lower, upper)]
-    n = int(sum(k.size for k in unstable))
-    free = np.flatnonzero(box.upper - box.lower > 0)
-    n0 = int(free.size)
-    mu_x, mu_z, lam, nu = (np.asarray(a, dtype=np.float64).ravel() for a in (cert.mu_x, cert.mu_z, cert.lam, cert.nu))
-    if mu_x.shape != (n0,) or mu_z.shape != (n,) or lam.shape != (n,) or nu.shape != (n,):
-        raise CertificateError(f"SDP multipliers do not fit {n0} free inputs and {n} unstable neurons")
-    kappa = np.asarray(cert.kappa, dtype=np.float64).ravel()
-    if kappa.size not in (0, n):
-        raise CertificateError(f"{kappa.size} triangle multipliers for {n} unstable neurons")
-    gamma = float(cert.gamma)
-    if not (all(np.all(np.isfinite(a)) for a in (mu_x, mu_z, lam, nu, kappa)) and np.isfinite(gamma)):
-        return -np.inf
-    mu_x, mu_z, lam, kappa = np.maximum(mu_x, 0.0), np.maximum(mu_z, 0.0), np.maximum(lam, 0.0), np.maximum(kappa, 0.0)
-    (g, tau, o), (g_err, tau_err, o_err) = _sdp_rows(net, box, c, d, lower, upper, unstable, free)
-    mat, mag = _sdp_matrix(o, g, mu_x, mu_z, lam, nu, gamma, n0)
-    if kappa.size:  # triangle cuts tau_j^T v >= 0 enter as - kappa_j sym(e_0 tau_j^T)
-        first = 0.5 * (kappa @ tau)
-        mat[0, :] -= first
-        mat[:, 0] -= first
-        mag[0, :] += 0.5 * (kappa @ np.abs(tau))
-        mag[:, 0] += 0.5 * (kappa @ np.abs(tau))
-    # the rows above are float64 images of the network's exact affine maps; for a real input the
-    # exact rows' constraints hold, so the computed ones hold up to these errors (|v_k|, |P_kl| <= 1)
-    slack = float(o_err.sum() + (lam + 2.0 * np.abs(nu)) @ g_err.sum(axis=1) + 4.0 * _UNIT * (mu_x.sum() + mu_z.sum()))
-    if kappa.size:
-        slack += float(kappa @ tau_err.sum(axis=1))
-    # the relaxation describes the network in exact arithmetic; the float64 network differs by at most this
-    forward = float(forward_allowance(net, box, upper, c[None])[0])
-    return _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) - slack - forward
+    return SDPChecker(net, box, cert.hidden_lower, cert.hidden_upper, cert.bounds_proof).check(c_row, d_row, cert)
 
 
-def _sdp_rows(net, box, c, d, lower, upper, unstable, free):  # type: ignore[no-untyped-def]
-    """Constraint rows g_j (g_j^T v = z_j - s_j), triangle rows tau_j (tau_j^T v = u (s - l) / (u - l) - z)
-    and the objective row o (o^T v = margin), each of length 1 + n0 + N."""
+class SDPChecker:
+    """The SDP checker for one network, input box and stored pre-activation bounds: the bounds are confirmed
+    and the relaxation's rows (with their rounding errors) rebuilt from the network once, then
+    :meth:`check` evaluates any certificate made with these bounds. Independent of the solver's code."""
+
+    def __init__(self, net: Network, box: InputBox, lower, upper, proof: BoundsProof) -> None:  # type: ignore[no-untyped-def]
+        if box.dim != net.in_dim:
+            raise CertificateError(f"box has {box.dim} inputs; network has {net.in_dim}")
+        lower, upper = tuple(np.asarray(a) for a in lower), tuple(np.asarray(a) for a in upper)
+        if len(lower) != len(net.layers) - 1 or len(upper) != len(lower):
+            raise CertificateError(f"certificate has bounds for {len(lower)} hidden layers, network has {len(net.layers) - 1}")
+        self.net, self.box, self.stored, self.proof = net, box, (lower, upper), proof
+        lower, upper = usable_bounds(net, box, lower, upper, proof)
+        self.upper = upper
+        self.unstable = [np.flatnonzero((np.asarray(l) < 0) & (np.asarray(u) > 0)) for l, u in zip(lower, upper)]
+        self.n = int(sum(k.size for k in self.unstable))
+        self.free = np.flatnonzero(box.upper - box.lower > 0)
+        self.n0 = int(self.free.size)
+        self.rows, self.errs, self.out, self.out_err = _sdp_rows(net, box, lower, upper, self.unstable, self.free)
+
+    def fits(self, cert: SDPCertificate) -> bool:
+        """Whether ``cert`` was made with this checker's stored bounds (and the same proof object)."""
+        lower, upper = self.stored
+        return (cert.bounds_proof is self.proof and len(cert.hidden_lower) == len(lower)
+                and all(np.array_equal(a, b) for a, b in zip(cert.hidden_lower, lower))
+                and all(np.array_equal(a, b) for a, b in zip(cert.hidden_upper, upper)))
+
+    def check(self, c_row: np.ndarray, d_row: float, cert: SDPCertificate) -> float:
+        """Sound lower bound on ``c_row^T f(x) + d_row`` over the box from ``cert`` (see :func:`check_sdp_certificate`)."""
+        net, box, n, n0 = self.net, self.box, self.n, self.n0
+        c = np.asarray(c_row, dtype=np.float64).ravel()
+        d = float(d_row)
+        if c.shape != (net.out_dim,):
+            raise CertificateError(f"margin row has {c.size} entries; network has {net.out_dim} outputs")
+        if not (np.array_equal(np.asarray(cert.c, dtype=np.float64).ravel(), c) and float(cert.d) == d):
+            raise CertificateError("the SDP certificate was made for a different margin row")
+        if not self.fits(cert):
+            raise CertificateError("the SDP certificate was made with other pre-activation bounds than this checker's")
+        mu_x, mu_z, lam, nu = (np.asarray(a, dtype=np.float64).ravel() for a in (cert.mu_x, cert.mu_z, cert.lam, cert.nu))
+        if mu_x.shape != (n0,) or mu_z.shape != (n,) or lam.shape != (n,) or nu.shape != (n,):
+            raise CertificateError(f"SDP multipliers do not fit {n0} free inputs and {n} unstable neurons")
+        kappa = np.asarray(cert.kappa, dtype=np.float64).ravel()
+        if kappa.size not in (0, n):
+            raise CertificateError(f"{kappa.size} triangle multipliers for {n} unstable neurons")
+        gamma = float(cert.gamma)
+        if not (all(np.all(np.isfinite(a)) for a in (mu_x, mu_z, lam, nu, kappa)) and np.isfinite(gamma)):
+            return -np.inf
+        mu_x, mu_z, lam, kappa = np.maximum(mu_x, 0.0), np.maximum(mu_z, 0.0), np.maximum(lam, 0.0), np.maximum(kappa, 0.0)
+        (g, tau), (g_err, tau_err) = self.rows, self.errs
+        o = c @ self.out
+        o[0] += d
+        o_err = np.abs(c) @ self.out_err + (c.size + 2) * 2.0 * _UNIT * (np.abs(c) @ np.abs(self.out) + abs(d))
+        mat, mag = _sdp_matrix(o, g, mu_x, mu_z, lam, nu, gamma, n0)
+        if kappa.size:  # triangle cuts tau_j^T v >= 0 enter as - kappa_j sym(e_0 tau_j^T)
+            first = 0.5 * (kappa @ tau)
+            mat[0, :] -= first
+            mat[:, 0] -= first
+            mag[0, :] += 0.5 * (kappa @ np.abs(tau))
+            mag[:, 0] += 0.5 * (kappa @ np.abs(tau))
+        # the rows above are float64 images of the network's exact affine maps; for a real input the
+        # exact rows' constraints hold, so the computed ones hold up to these errors (|v_k|, |P_kl| <= 1)
+        slack = float(o_err.sum() + (lam + 2.0 * np.abs(nu)) @ g_err.sum(axis=1) + 4.0 * _UNIT * (mu_x.sum() + mu_z.sum()))
+        if kappa.size:
+            slack += float(kappa @ tau_err.sum(axis=1))
+        # the relaxation describes the network in exact arithmetic; the float64 network differs by at most this
+        forward = float(forward_allowance(net, box, self.upper, c[None])[0])
+        return _sdp_value(mat, mag, mu_x, mu_z, gamma, n0, n) - slack - forward
+
+
+def _sdp_rows(net, box, lower, upper, unstable, free):  # type: ignore[no-untyped-def]
+    """Constraint rows g_j (g_j^T v = z_j - s_j) and triangle rows tau_j (tau_j^T v = u (s - l) / (u - l) - z),
+    each of length 1 + n0 + N, with entrywise error bounds; and the logits as rows over v with theirs."""
     n0, n = free.size, sum(k.size for k in unstable)
     dim = 1 + n0 + n
     cur = np.zeros((net.in_dim, dim))  # post-activations of the previous layer as rows over v
@@ -259,12 +295,9 @@ def _sdp_rows(net, box, c, d, lower, upper, unstable, free):  # type: ignore[no-
         cur, err = nxt, nxt_err
     last = net.layers[-1]
     out, out_err = _affine_with_error(last.weight, last.bias, cur, err)
-    o = c @ out
-    o[0] += d
-    o_err = np.abs(c) @ out_err + (c.size + 2) * 2.0 * _UNIT * (np.abs(c) @ np.abs(out) + abs(d))
     empty = np.zeros((0, dim))
     stack = lambda a: np.array(a) if a else empty  # noqa: E731
-    return (stack(rows), stack(taus), o), (stack(g_errs), stack(tau_errs), o_err)
+    return (stack(rows), stack(taus)), (stack(g_errs), stack(tau_errs)), out, out_err
 
 
 def _affine_with_error(w, b, cur, err):  # type: ignore[no-untyped-def]

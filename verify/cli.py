@@ -18,14 +18,16 @@ log = logging.getLogger("verify")
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types whose message is a complete, actionable sentence for the user."""
+    from verify.cluster import ClusterError
     from verify.data import DataError
     from verify.load import LoadError
     from verify.network import NetworkError
     from verify.report import ReportError
     from verify.runner import ResumeError
     from verify.spec import SpecError
+    from verify.worker import WorkerError
 
-    return (UsageError, LoadError, DataError, NetworkError, SpecError, ResumeError, ReportError)
+    return (UsageError, LoadError, DataError, NetworkError, SpecError, ResumeError, ReportError, ClusterError, WorkerError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-proof", default=None, metavar="PROOF",
                    help="with --vnnlib: re-check a saved proof for NET and SPEC (prints holds, or unknown and why; exit 1 if it does not check)")
     p.add_argument("--json", default=None, help="write the full report as JSON")
-    p.add_argument("--report", default=None, help="write a self-contained HTML report with plots")
+    p.add_argument("--report", default=None, help="write a self-contained HTML report with plots (runs in compare mode "
+                   "unless --verdicts)")
+    p.add_argument("--verdicts", action="store_true",
+                   help="verdict mode even with --report: stop each method once its verdict is known (faster; bounds "
+                   "are then not optima)")
+    p.add_argument("--radius", nargs="?", const=1e-3, default=None, type=float, metavar="TOL",
+                   help="also find each input's certified radius per method (largest eps certified; attack: smallest eps "
+                   "with a counterexample) by bisection to TOL in input units (default 0.001)")
     p.add_argument("--results", default=None, help="results file, appended as each input finishes (default verify-runs/<model>-<time>.jsonl)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="FILE",
                    help="continue a results file without redoing finished inputs (default: the newest for this model)")
@@ -54,7 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean", default=None, help="input normalization mean (one value or one per channel, comma-separated)")
     p.add_argument("--std", default=None, help="input normalization std (as --mean); eps stays in un-normalized units")
     add_option_flags(p.add_argument_group("method settings (verify.Options; same defaults in the library)"))
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: per input the work is small, and on a busy machine two threads made "
+                   "the attack 30x slower; raise it for large convolutional networks on an idle machine)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run inputs in N local worker processes (one BLAS/torch thread each, or --threads); "
+                        "--sdp-workers is then cut to cores // N per worker (default: one after another in this process)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run inputs on an existing Dask scheduler (tcp://host:8786, or a scheduler .json file); "
+                        "every worker needs the same verify version and the model file at the same path; pip install 'verify[cluster]'")
+    p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="per task: resident memory of the process running it (e.g. 4GiB); a method above it is stopped and recorded as error")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log solver progress")
     return p
@@ -133,6 +150,13 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def compare_mode(args: argparse.Namespace) -> bool:
+    """Compare mode (``Options.compare``): with ``--compare``, or with ``--report`` unless ``--verdicts``."""
+    if args.compare and args.verdicts:
+        raise UsageError("--compare and --verdicts contradict each other; choose one")
+    return bool(args.compare or (args.report and not args.verdicts))
+
+
 def options_from_args(args: argparse.Namespace) -> Options:
     """The frozen options for a command line; invalid values become a :class:`UsageError`."""
     for name in ("n", "attack_steps", "attack_restarts"):
@@ -140,8 +164,11 @@ def options_from_args(args: argparse.Namespace) -> Options:
             raise UsageError(f"--{name.replace('_', '-')} must be {'>= 1' if name == 'n' else '>= 0'}")
     if args.start < 0:
         raise UsageError("--start must be >= 0")
+    if args.radius is not None and not (math.isfinite(args.radius) and args.radius > 0):
+        raise UsageError(f"--radius tolerance must be > 0, got {args.radius}")
     _check_device(args.device)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Options)}
+    values["compare"] = compare_mode(args)
     try:
         return Options(**values)
     except ValueError as err:  # Options names the field; the user typed the flag
@@ -171,6 +198,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     and takes a new file; it is not a folder itself), and ``--out`` comes with ``--vnnlib``."""
     if args.out is not None and not args.vnnlib:
         raise UsageError("--out applies only with --vnnlib (use --json or --report for a data set run)")
+    if args.radius is not None and args.vnnlib:
+        raise UsageError("--radius applies to a data set run (robustness balls around inputs), not to --vnnlib")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     for flag in ("json", "report", "out", "proof"):

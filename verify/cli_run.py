@@ -12,35 +12,36 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from verify.cli_args import UsageError, parse_domain, parse_floats, parse_shape
+from verify import cli_workers
+from verify.cli_args import UsageError
 from verify.cli_progress import Progress
 from verify.network import Network
 from verify.options import Options
-from verify.report import Report
-from verify.report import Record
+from verify.report import Record, Report
 from verify.results_file import ResultsFile, create_default, read_results
+from verify.radius import read_radii, run_radii
 from verify.runner import Sink, make_tasks, run_tasks, validate_tasks
 from verify.spec import domain_notice
+from verify.sweep import Known, sweep_order
 
 RUNS_DIR = Path("verify-runs")
 #: the SDP joins the default method set up to this many hidden units (see README for timings)
-SDP_DEFAULT_MAX_HIDDEN = 150
+def default_methods(net: Network, x=None, eps: float | None = None, options: Options | None = None) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
+    """attack, IBP, CROWN, alpha-CROWN, LP; plus the SDP where its predicted time on the input ``x`` at ``eps``
+    fits the per-input budget (``options.timeout``, else 30 s; :func:`verify.relax.sdp_cost.sdp_fits`)."""
+    from verify.relax.sdp_cost import sdp_fits
 
-
-def default_methods(net: Network) -> tuple[str, ...]:
-    """attack, IBP, CROWN, alpha-CROWN, LP; plus the SDP where the network is small enough."""
     base = ("attack", "ibp", "crown", "alpha-crown", "lp")
-    return base + ("sdp",) if sum(net.hidden_dims) <= SDP_DEFAULT_MAX_HIDDEN else base
+    if x is None or eps is None:
+        return base
+    return base + ("sdp",) if sdp_fits(net, x, eps, options or Options()) else base
 
 
 def load(args: argparse.Namespace):
     """The model, as a :class:`verify.load.LoadedModel`."""
     from verify.load import load_model
 
-    return load_model(
-        args.model, arch=args.arch, trust_pickle=args.trust_pickle, domain=parse_domain(args.domain),
-        input_shape=parse_shape(args.input_shape), mean=parse_floats(args.mean, "--mean"), std=parse_floats(args.std, "--std"),
-    )
+    return load_model(args.model, **cli_workers.loader_kwargs(args))
 
 
 class Terminated(KeyboardInterrupt):
@@ -66,7 +67,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tuple[str, ...] | None, options: Options) -> int:
-    """Load, check every input, open (or resume) the results file, run, print the table; the exit code."""
+    """Connect to the cluster, load, check every input, open (or resume) the results file, run, print the
+    table; the exit code."""
+    cli_workers.check_args(args)
+    client = cli_workers.connect(args)  # an unreachable or mismatched cluster fails before any work
+    try:
+        return _execute(args, eps_values, methods, options, client)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tuple[str, ...] | None, options: Options,
+             client: object) -> int:
     from verify.data import load_dataset
 
     loaded = load(args)
@@ -75,9 +88,11 @@ def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tu
     if data is None:
         raise UsageError("no inputs: pass --data FILE (.npz with x and y, or a torch tensor file), or --vnnlib SPEC")
     x, y = load_dataset(data, args.n, args.start, net.in_dim)
-    methods = methods or default_methods(net)
-    tasks = make_tasks(x, y, eps_values, args.start)
+    methods = methods or default_methods(net, x[0] if len(x) else None, max(eps_values), options)
+    tasks = make_tasks(x, y, sweep_order(eps_values), args.start)
     validate_tasks(net, tasks)  # before anything is written
+    limits = cli_workers.limits(args, options)
+    executor = cli_workers.executor(args, net, options, limits, client)
     meta = run_meta(args, net, loaded.source, data, methods, eps_values, options)
     notice = domain_notice(eps_values, net.domain_lower, net.domain_upper)
     if notice:  # allowed, but never silent: on stderr and in the report's metadata
@@ -86,19 +101,49 @@ def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tu
     results, prior = open_results(args, meta)
     progress = Progress(len(tasks), methods, enabled=not args.quiet, prior=prior)
     sink = Sink(prior, results, progress.update)
+    known = Known()
+    for rec in prior:
+        known.add(rec)
+    radii = read_radii(results.path) if args.resume is not None else []
     try:
         with sigterm_as_interrupt():
-            run_tasks(net, tasks, methods, options, loaded.reference, sink)
+            run_tasks(net, tasks, methods, options, loaded.reference, sink, executor, limits, known)
+            progress.close()
+            if args.radius is not None:
+                radius_phase(args, net, x, y, methods, options, loaded.reference, sink.records, radii, results)
     except KeyboardInterrupt as stop:
         results.close()
         progress.close()
-        print(Report(sink.records, meta).table())
+        print(Report(sink.records, meta, radii).table())
         print(f"interrupted: finished results are in {results.path}; continue with --resume {results.path}", file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130
     finally:
         results.close()
     progress.close()
-    return finish(args, Report(sink.records, meta), results.path)
+    return finish(args, Report(sink.records, meta, radii), results.path)
+
+
+def radius_phase(args: argparse.Namespace, net: Network, x, y, methods, options: Options, reference, records: list,  # type: ignore[no-untyped-def]
+                 radii: list, results: ResultsFile) -> None:
+    """Certified radii of every input not done yet (loosest method first), appended to ``radii`` and
+    written to the results file as each input finishes."""
+    from verify.registry import METHODS
+
+    done = {r.index for r in radii}
+    order = sorted(methods, key=METHODS.index)
+
+    def write(rs: list) -> None:
+        for r in rs:
+            results.append_radius(r)
+        results.flush()
+        radii.extend(rs)
+        done.add(rs[0].index)
+        if not args.quiet:
+            print(f"\rradius: {len(done)}/{len(x)} inputs", end="", file=sys.stderr, flush=True)
+
+    run_radii(net, x, y, args.start, order, options, reference, args.radius, records, set(done), write)
+    if not args.quiet:
+        print(file=sys.stderr)
 
 
 def finish(args: argparse.Namespace, report: Report, path: Path) -> int:
@@ -136,6 +181,7 @@ def run_meta(args, net: Network, source: str, data: str, methods, eps_values, op
         "eps": list(eps_values),
         "eps_units": "input units (the model file's own, e.g. pixels in [0,1]); normalization is folded into the network",
         "methods": list(methods),
+        "radius_tol": args.radius,
         "options": dataclasses.asdict(options),
         "command": " ".join(sys.argv),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -154,7 +200,7 @@ def open_results(args: argparse.Namespace, meta: dict) -> tuple[ResultsFile, lis
         return create_default(RUNS_DIR, Path(args.model).stem, meta), []
     path = latest_run(args.model, meta["network_hash"]) if args.resume == "latest" else Path(args.resume)
     results, old, records = ResultsFile.resume(path)
-    for key in ("network_hash", "methods", "data", "start", "n", "eps", "options"):
+    for key in ("network_hash", "methods", "data", "start", "n", "eps", "options", "radius_tol"):
         theirs, ours = old.get(key), meta.get(key)
         if key == "options" and isinstance(theirs, dict) and isinstance(ours, dict):
             theirs, ours = ({k: v for k, v in o.items() if k not in EXECUTION_OPTIONS} for o in (theirs, ours))

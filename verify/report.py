@@ -20,17 +20,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from verify.report_record import Record, ReportError
+from verify.report_record import Radius, RadiusKind, Record, ReportError
+from verify.report_compare import headline, radius_table
 from verify.report_summary import (
-    METHOD_ORDER, Conflict, ConflictKind, MethodSummary, find_conflicts, format_table, method_rank, summarize,
+    METHOD_ORDER, Conflict, ConflictKind, MethodSummary, find_conflicts, find_radius_conflicts, format_table, method_rank,
+    summarize,
 )
 
 __all__ = [
-    "METHOD_ORDER", "Conflict", "ConflictKind", "MethodSummary", "Record", "Report", "ReportError",
+    "METHOD_ORDER", "Conflict", "ConflictKind", "MethodSummary", "Radius", "RadiusKind", "Record", "Report", "ReportError",
     "collect_versions", "find_conflicts", "make_meta", "method_rank", "summarize", "validate_report_json",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added record "margins" and "radii"; version 1 documents are still read
 SCHEMA_NAME = "verify-report"
 EPS_UNITS = "input units, e.g. pixels in [0,1]"
 
@@ -96,9 +98,12 @@ class Report:
 
     records: list[Record]
     meta: dict = field(default_factory=dict)
+    radii: list[Radius] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.records = list(self.records)
+        self.radii = list(self.radii)
+        _check_unique_radii(self.radii)
         meta = json_safe(dict(self.meta))
         meta.setdefault("versions", collect_versions())
         meta.setdefault("eps_units", EPS_UNITS)
@@ -111,16 +116,26 @@ class Report:
         return summarize(self.records)
 
     def conflicts(self) -> list[Conflict]:
-        """Contradictions between methods (each one is a soundness bug somewhere); see :func:`find_conflicts`."""
-        return find_conflicts(self.records)
+        """Contradictions between methods (each one is a soundness bug somewhere); see :func:`find_conflicts`
+        (and :func:`find_radius_conflicts` for the radii)."""
+        return find_conflicts(self.records) + find_radius_conflicts(self.radii)
 
     def methods(self) -> list[str]:
         """Methods present, in :func:`method_rank` order."""
         return sorted({r.method for r in self.records}, key=method_rank)
 
     def table(self) -> str:
-        """Terminal table of :meth:`summaries`, one block per eps, with a warning line per conflict."""
-        return format_table(self.summaries(), self.conflicts(), self.meta.get("eps_units", EPS_UNITS))
+        """What the terminal shows: the :meth:`headline`, the table of :meth:`summaries` (one block per eps, a
+        warning line per conflict) and, when radii were searched, one radius line per method."""
+        parts = [format_table(self.summaries(), self.conflicts(), self.meta.get("eps_units", EPS_UNITS))]
+        if self.radii:
+            parts.append(radius_table(self.radii))
+        head = self.headline()
+        return "\n\n".join((["\n".join(head)] if head else []) + parts)
+
+    def headline(self) -> list[str]:
+        """The report's first lines (plain text); see :func:`verify.report_compare.headline`."""
+        return headline(self.records, self.radii, self.meta)
 
     def to_json_dict(self) -> dict:
         """The JSON document (see the module docstring)."""
@@ -129,6 +144,7 @@ class Report:
             "schema": SCHEMA_NAME, "format_version": FORMAT_VERSION, "meta": self.meta,
             "records": [r.to_dict() for r in self.records],
             "summaries": [s.to_dict() for s in self.summaries()],
+            "radii": [r.to_dict() for r in self.radii],
         }
 
     def to_json(self, path: str | Path) -> None:
@@ -146,7 +162,11 @@ class Report:
         except ModuleNotFoundError:  # jsonschema absent: the basic shape, then Record.from_dict's checks
             if not isinstance(obj, dict) or obj.get("schema") != SCHEMA_NAME or not isinstance(obj.get("records"), list):
                 raise ReportError("not a verify report: needs 'schema': 'verify-report' and a 'records' list") from None
-        return Report([Record.from_dict(d) for d in obj["records"]], obj.get("meta", {}))
+        radii = obj.get("radii") or []
+        if not isinstance(radii, list):
+            raise ReportError("'radii' must be a list of radius records")
+        return Report([Record.from_dict(d) for d in obj["records"]], obj.get("meta", {}),
+                      [Radius.from_dict(d) for d in radii])
 
     @staticmethod
     def from_json(path: str | Path) -> "Report":
@@ -167,7 +187,7 @@ class Report:
         from verify.report_html import render_html  # noqa: PLC0415 (matplotlib only on this path)
 
         _check_unique(self.records)
-        Path(path).write_text(render_html(self.records, self.meta, title), encoding="utf-8")
+        Path(path).write_text(render_html(self.records, self.meta, title, self.radii), encoding="utf-8")
 
 
 def _check_unique(records: Iterable[Record]) -> None:
@@ -178,6 +198,16 @@ def _check_unique(records: Iterable[Record]) -> None:
         if r.key in seen:
             raise ReportError(f"duplicate record: input {r.index}, eps {r.eps}, method {r.method}")
         seen.add(r.key)
+
+
+def _check_unique_radii(radii: Iterable[Radius]) -> None:
+    seen: set[tuple[int, str]] = set()
+    for r in radii:
+        if not isinstance(r, Radius):
+            raise ReportError(f"report radii must be Radius objects, got {type(r).__name__}")
+        if (r.index, r.method) in seen:
+            raise ReportError(f"duplicate radius: input {r.index}, method {r.method}")
+        seen.add((r.index, r.method))
 
 
 def _schema() -> dict:

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from verify.report_record import Record
+from verify.report_compare import radius_curve
+from verify.report_record import Radius, RadiusKind, Record
 from verify.report_summary import ATTACK, METHOD_ORDER, MethodSummary, fmt_eps, has_bound, method_rank
 from verify.results import SolverStatus
 
@@ -49,31 +50,80 @@ def _eps_axis(eps_values: Sequence[float | None]) -> tuple[dict[float | None, fl
     return {e: float(i) for i, e in enumerate(eps_values)}, False
 
 
-def plot_certified_accuracy(summaries: Sequence[MethodSummary]) -> Plot:
-    """Certified accuracy of each verifier against eps, and the attack's ``1 - falsified`` dashed."""
+def plot_certified_accuracy(summaries: Sequence[MethodSummary], radii: Sequence[Radius] = ()) -> Plot:
+    """Certified accuracy of each verifier against eps, and the attack's upper curve dashed.
+
+    With ``radii`` each method's curve is the fraction of inputs whose certified radius is at least eps (a
+    step curve over every eps), and the results at the run's eps values are drawn as points on it.
+    """
     eps_values = sorted({s.eps for s in summaries}, key=lambda e: (e is not None, e or 0.0))
     pos, numeric = _eps_axis(eps_values)
     fig = _figure(7.2, 4.0)
     ax = fig.add_subplot()
-    methods = sorted({s.method for s in summaries}, key=method_rank)
+    methods = sorted({s.method for s in summaries} | {r.method for r in radii}, key=method_rank)
+    colors = {m: f"C{i}" for i, m in enumerate(m for m in methods if m != ATTACK)}
+    grid = _radius_grid(radii, [e for e in eps_values if e is not None]) if radii and numeric else []
     for m in methods:
+        style = {"color": "black", "linestyle": "--"} if m == ATTACK else {"color": colors[m]}
+        label = "attack: no counterexample (upper bound)" if m == ATTACK else m
+        if grid and any(r.method == m for r in radii):
+            ax.step(grid, [100 * v for v in radius_curve(radii, m, grid)], where="post", label=label, **style)
+            label = None
         pts = sorted((pos[s.eps], s) for s in summaries if s.method == m)
-        xs = [x for x, _ in pts]
-        if m == ATTACK:
-            ax.plot(xs, [100 * s.robust_accuracy_upper_bound for _, s in pts], "k--", marker="x",
-                    label="attack: 1 - falsified (upper bound)")
-        else:
-            ax.plot(xs, [100 * s.certified_accuracy for _, s in pts], marker="o", label=m)
-    if not numeric or len(pos) <= 12:
+        if pts:
+            ys = [100 * (s.robust_accuracy_upper_bound if m == ATTACK else s.certified_accuracy) for _, s in pts]
+            ax.plot([x for x, _ in pts], ys, marker="x" if m == ATTACK else "o", label=label,
+                    linestyle="none" if grid else style["linestyle"] if m == ATTACK else "-", color=style["color"])
+    if not numeric or (len(pos) <= 12 and not grid):
         ax.set_xticks(list(pos.values()), [fmt_eps(e) for e in pos], rotation=45 if len(pos) > 6 else 0)
     ax.set_ylim(-2, 102)
     ax.set_xlabel("eps (input units)")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    caption = ("Certified accuracy (certified / inputs) of each method; a sound method's line never rises above the "
-               "dashed attack line, the fraction of inputs without a counterexample.")
+    caption = ("How to read it: each solid line is one method's certified accuracy (inputs certified / inputs) as eps grows; "
+               "higher is better, and a sound method never rises above the dashed attack line, the share of inputs where "
+               "the attack found no counterexample (an upper bound on robust accuracy). The space between the highest "
+               "solid line and the dashed line is what no method here decides.")
+    if grid:
+        caption += (" Lines come from the certified radii (an input counts at eps when its radius is at least eps); "
+                    "points are the results at the run's eps values.")
     return Plot("Certified accuracy against eps", caption, _png(fig))
+
+
+def _radius_grid(radii: Sequence[Radius], eps_values: Sequence[float]) -> list[float]:
+    """An eps grid from 0 to a little beyond the largest finite radius or eps of the run (401 points)."""
+    finite = [v for r in radii for v in (r.lower, r.upper) if v is not None and r.kind is not RadiusKind.CAPPED]
+    top = 1.15 * max(finite + list(eps_values) + [1e-6])
+    return [top * k / 400 for k in range(401)]
+
+
+def plot_radius_scatter(radii: Sequence[Radius], x_method: str, y_method: str) -> Plot:
+    """Per-input certified radius of ``y_method`` against ``x_method``, with the diagonal."""
+    ok = (RadiusKind.BRACKETED, RadiusKind.CAPPED)
+    rx = {r.index: r for r in radii if r.method == x_method and r.kind in ok}
+    ry = {r.index: r for r in radii if r.method == y_method and r.kind in ok}
+    both = sorted(set(rx) & set(ry))
+    fig = _figure(5.2, 5.0)
+    ax = fig.add_subplot()
+    xs, ys = [rx[i].lower for i in both], [ry[i].lower for i in both]
+    above = sum(y > x + ry[i].tol for i, x, y in zip(both, xs, ys))
+    below = sum(x > y + ry[i].tol for i, x, y in zip(both, xs, ys))
+    ax.scatter(xs, ys, s=18, alpha=0.8, color="C0", label="one input")
+    top = 1.05 * max(xs + ys + [1e-6])
+    ax.plot([0, top], [0, top], color="grey", lw=1, label="y = x (equal radius)")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"{x_method} certified radius (eps units)")
+    ax.set_ylabel(f"{y_method} certified radius (eps units)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left")
+    left_out = len({r.index for r in radii if r.method in (x_method, y_method)}) - len(both)
+    caption = (f"How to read it: each point is one input; points above the diagonal are inputs where {y_method} certifies "
+               f"a larger ball than {x_method} ({above} of {len(both)} by more than the bisection tolerance; {below} "
+               f"below it). {left_out} inputs (misclassified, or a search that failed) are not shown.")
+    return Plot(f"Certified radius: {y_method} against {x_method}", caption, _png(fig))
 
 
 def scatter_pair(methods: Sequence[str]) -> tuple[str, str] | None:
@@ -85,8 +135,9 @@ def scatter_pair(methods: Sequence[str]) -> tuple[str, str] | None:
     return (known[-2], known[-1]) if len(known) >= 2 else None
 
 
-def plot_bound_scatter(records: Sequence[Record], x_method: str, y_method: str) -> Plot:
-    """Per-(input, eps) bound of ``y_method`` against ``x_method``, with y = x and the x = 0 / y = 0 lines."""
+def plot_bound_scatter(records: Sequence[Record], x_method: str, y_method: str, compare: bool = False) -> Plot:
+    """Per-(input, eps) bound of ``y_method`` against ``x_method``, with y = x and the x = 0 / y = 0 lines
+    (``compare``: the records come from compare mode, so the bounds are the relaxations' optima)."""
     bx = {(r.index, r.eps): r.bound for r in records if r.method == x_method and has_bound(r)}
     by = {(r.index, r.eps): r.bound for r in records if r.method == y_method and has_bound(r)}
     cases = {(r.index, r.eps) for r in records if r.method in (x_method, y_method)}
@@ -114,8 +165,12 @@ def plot_bound_scatter(records: Sequence[Record], x_method: str, y_method: str) 
     else:
         ax.text(0.5, 0.5, "no input with finite bounds from both", transform=ax.transAxes, ha="center")
     dropped = len(cases) - len(both)
-    caption = (f"Each point is one input at one eps. Points above the diagonal: {y_method} is tighter; right of "
-               f"x = 0: certified by {x_method}; above y = 0: certified by {y_method}. "
+    what = ("Both are optima (compare mode), so the comparison is like with like." if compare else
+            "Verdict mode: a relaxation stops at its first positive bound, so a certified point can sit anywhere above "
+            "y = 0 (run with --compare for optima).")
+    caption = (f"How to read it: each point is one input at one eps, its worst-case margin lower bound from each method. "
+               f"Points above the diagonal: {y_method} is tighter; right of x = 0: certified by {x_method}; above y = 0: "
+               f"certified by {y_method}; the upper-left quadrant holds the inputs only {y_method} certifies. {what} "
                f"{len(both)} points; {dropped} input/eps pairs without a finite bound from both are not shown.")
     return Plot(f"Bounds: {y_method} against {x_method}", caption, _png(fig))
 
@@ -140,14 +195,19 @@ def plot_times(records: Sequence[Record]) -> Plot | None:
     return Plot("Time per method", caption, _png(fig))
 
 
-def make_plots(records: Sequence[Record], summaries: Sequence[MethodSummary]) -> list[Plot]:
-    """The report's plots: certified accuracy, the bound scatter (when two verifiers ran) and times."""
-    if not records:
+def make_plots(records: Sequence[Record], summaries: Sequence[MethodSummary], radii: Sequence[Radius] = (),
+               compare: bool = False) -> list[Plot]:
+    """The report's plots: certified accuracy against eps, the radius scatter (when radii of two verifiers
+    were searched), the bound scatter (when two verifiers ran; ``compare``: the bounds are optima) and times."""
+    if not records and not radii:
         return []
-    plots = [plot_certified_accuracy(summaries)]
+    plots = [plot_certified_accuracy(summaries, radii)]
+    rpair = scatter_pair(sorted({r.method for r in radii}))
+    if rpair is not None:
+        plots.append(plot_radius_scatter(radii, *rpair))
     pair = scatter_pair(sorted({r.method for r in records}))
     if pair is not None:
-        plots.append(plot_bound_scatter(records, *pair))
+        plots.append(plot_bound_scatter(records, *pair, compare=compare))
     times = plot_times(records)
     if times is not None:
         plots.append(times)

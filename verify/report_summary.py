@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-from verify.report_record import Record
+from verify.report_record import Radius, RadiusKind, Record
 from verify.results import SolverStatus, Verdict
 from verify.registry import METHODS
 
@@ -61,6 +61,7 @@ class ConflictKind(enum.Enum):
 
     CERTIFIED_AND_FALSIFIED = "certified and falsified"
     BOUND_ABOVE_ATTACK = "sound lower bound above the attack's margin"
+    RADIUS_ABOVE_ATTACK = "certified radius at or above the attack's counterexample radius"
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,23 @@ def find_conflicts(records: Sequence[Record], tol: float = 1e-6) -> list[Conflic
     return out
 
 
+def find_radius_conflicts(radii: Sequence[Radius]) -> list[Conflict]:
+    """Inputs where a verifier certified a ball that holds the attack's counterexample (``eps`` is None)."""
+    attack = {r.index: r.upper for r in radii if r.method == ATTACK and r.kind is RadiusKind.BRACKETED}
+    out = []
+    for index in sorted(attack):
+        above = [r.method for r in radii if r.index == index and r.method != ATTACK and attack[index] is not None
+                 and r.kind in (RadiusKind.BRACKETED, RadiusKind.CAPPED) and r.lower > 0 and r.lower >= attack[index]]
+        if above:
+            out.append(Conflict(index, None, ConflictKind.RADIUS_ABOVE_ATTACK, (ATTACK, *above)))
+    return out
+
+
+def conflict_where(c: Conflict) -> str:
+    """``eps 0.1`` (or ``radius search`` for a radius conflict)."""
+    return "radius search" if c.kind is ConflictKind.RADIUS_ABOVE_ATTACK else f"eps {fmt_eps(c.eps)}"
+
+
 TABLE_HEADER = ("method", "n", "cert", "fals", "unk", "err", "cert.acc", "1-fals", "mean s", "median s", "total s", "gap")
 
 
@@ -187,6 +205,6 @@ def format_table(summaries: Sequence[MethodSummary], conflicts: Sequence[Conflic
     out.append(f"eps in {eps_units}; times in seconds; gap = mean(attack margin - bound).")
     out.append("cert.acc = certified/n (lower bound on robust accuracy); 1-fals = 1 - falsified/n (upper bound).")
     for c in conflicts:
-        out.append(f"WARNING: input {c.index}, eps {fmt_eps(c.eps)}: {c.kind.value} ({', '.join(c.methods)}); "
+        out.append(f"WARNING: input {c.index}, {conflict_where(c)}: {c.kind.value} ({', '.join(c.methods)}); "
                    "some method is unsound here")
     return "\n".join(out)

@@ -1,7 +1,8 @@
 """Results files: the JSON-lines log of a run, written as it goes, locked while a run writes it.
 
 Format: one ``{"type": "meta", ...}`` line (network hash, options, methods), then one
-``{"type": "record", ...}`` line per (input, eps, method). Lines are appended and the file is flushed
+``{"type": "record", ...}`` line per (input, eps, method), and with ``--radius`` one ``{"type": "radius", ...}``
+line per (input, method) (:mod:`verify.radius`; other readers skip them). Lines are appended and the file is flushed
 and fsync'ed after every finished input, so a crash loses at most the input in progress.
 
 Safety rules (each one answers a way a run used to lose or duplicate results):
@@ -26,9 +27,9 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Iterable
 
 from verify.report import Record
+from verify.report_record import Radius
 
 try:  # POSIX only
     import fcntl
@@ -153,6 +154,10 @@ class ResultsFile:
         """Append one record (buffered; call :meth:`flush` when an input is finished)."""
         self._write({"type": "record", **record.to_dict()})
 
+    def append_radius(self, radius: Radius) -> None:
+        """Append one certified-radius line (read back by :func:`verify.radius.read_radii`)."""
+        self._write({"type": "radius", **radius.to_dict()})
+
     def flush(self) -> None:
         """Push everything written so far to the disk (flush + fsync)."""
         self._fh.flush()
@@ -238,7 +243,7 @@ def _complete_json(tail: bytes) -> dict | None:
         obj = json.loads(tail.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return obj if isinstance(obj, dict) and obj.get("type") in ("meta", "record") else None
+    return obj if isinstance(obj, dict) and obj.get("type") in ("meta", "record", "radius") else None
 
 
 def _parse_lines(body: bytes, path: Path) -> tuple[dict, list[Record]]:
@@ -266,11 +271,3 @@ def _parse_lines(body: bytes, path: Path) -> tuple[dict, list[Record]]:
     if not meta:
         raise ResumeError(f"{path} has no complete meta line; is this a verify results file?")
     return meta, list(records.values())
-
-
-def unique_records(records: Iterable[Record]) -> list[Record]:
-    """``records`` with later repeats of an (index, eps, method) dropped."""
-    seen: dict[tuple, Record] = {}
-    for r in records:
-        seen.setdefault(r.key, r)
-    return list(seen.values())

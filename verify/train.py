@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -167,25 +167,50 @@ def robust_loss(
 
 def verify(
     model: nn.Module, x: Tensor, y: Tensor, eps: float, methods: Sequence[str] = ("attack", "crown", "lp"),
-    options: Options | None = None, domain: tuple[float, float] = (0.0, 1.0),
+    options: Options | None = None, domain: tuple[float, float] = (0.0, 1.0), client: Any = None, workers: int = 1,
 ):
     """Offline check of a held-out batch with any methods (LP/SDP included): the CLI's report object.
 
+    ``client``: a ``distributed.Client``; the inputs then run on its Dask cluster (a float64 copy of the
+    model is scattered to every worker, which must run the same verify version). ``workers``: without a
+    client, the number of local worker processes (1: in this process; more needs the calling script's
+    ``if __name__ == "__main__":`` guard, as for any spawned process). Records come back in input order.
     Returns a :class:`verify.report.Report` (render with ``.table()``, ``.to_json()``, ``.to_html()``).
     """
     from verify.load import from_module
     from verify.report import Report
-    from verify.runner import make_tasks, run_tasks
+    from verify.runner import make_tasks, run_tasks, validate_tasks
     from verify.spec import domain_notice
 
     frozen = copy.deepcopy(model).to("cpu", torch.float64).eval()  # the caller's model is left untouched
     loaded = from_module(frozen, tuple(x.shape[1:]), domain=domain)
     xs = x.detach().reshape(x.shape[0], -1).to("cpu", torch.float64).numpy()
     tasks = make_tasks(xs, y.detach().cpu().numpy(), (float(eps),))
-    records = run_tasks(loaded.network, tasks, tuple(methods), options or Options(), loaded.reference)
+    validate_tasks(loaded.network, tasks)
+    executor = _executor(loaded.network.digest(), frozen, tuple(x.shape[1:]), domain, client, workers)
+    records = run_tasks(loaded.network, tasks, tuple(methods), options or Options(), loaded.reference, executor=executor)
     meta = {"network": loaded.network.describe(), "network_hash": loaded.network.digest(), "eps": [float(eps)],
-            "eps_units": "input units", "methods": list(methods), "source": "verify.train.verify"}
+            "eps_units": "input units", "methods": list(methods), "source": "verify.train.verify",
+            "options": options or Options()}  # the report reads options.compare (compare or verdict mode)
     notice = domain_notice((float(eps),), loaded.network.domain_lower, loaded.network.domain_upper)
     if notice:
         meta["notices"] = [notice]
     return Report(records, meta)
+
+
+def _executor(digest: str, module: nn.Module, input_shape: tuple, domain: tuple, client: Any, workers: int):  # noqa: ANN202
+    """A Dask or local-process executor for :func:`verify` (None: run in this process)."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if client is None and workers == 1:
+        return None
+    from verify.worker import ModuleSource
+
+    source = ModuleSource(digest, module, input_shape, domain)
+    if client is not None:
+        from verify.cluster import DaskExecutor
+
+        return DaskExecutor(client, source)
+    from verify.pool import LocalPool
+
+    return LocalPool(source, workers)

@@ -125,6 +125,20 @@ def exact_margins(net: Network, box: InputBox, spec: OutputSpec, options: Option
     return np.array([r.lower for r in res]), (bad[0] if bad else SolverStatus.OPTIMAL)
 
 
+#: compare mode skips the MILP above this many unstable ReLUs (each is a binary variable)
+EXACT_MAX_UNSTABLE = 80
+
+
+def exact_size_note(net: Network, preact: list) -> str | None:
+    """Why the MILP is skipped in compare mode (too many unstable ReLUs for an exact answer in reasonable
+    time), or None when it is small enough."""
+    n = sum(int(np.sum((l < 0) & (u > 0))) for l, u in preact[: len(net.layers) - 1])
+    if n <= EXACT_MAX_UNSTABLE:
+        return None
+    return (f"exact skipped: {n} unstable ReLUs (more than {EXACT_MAX_UNSTABLE} binary variables); the MILP could "
+            "take hours here; run it without --compare to try it under --time-limit")
+
+
 def certify_exact(net: Network, prop: Property, options: Options) -> MethodResult:
     """Method "exact": every group's MILP min-max margin, then the verdict.
 
@@ -135,12 +149,18 @@ def certify_exact(net: Network, prop: Property, options: Options) -> MethodResul
     every row carries the group's exact ``min_x max_i`` value (so ``OutputSpec.holds`` reads it right).
     CERTIFIED if the bound is > 0; FALSIFIED if some group's incumbent, re-evaluated on ``net``,
     violates the property (the counterexample is the incumbent with the smallest worst-case margin);
-    otherwise UNKNOWN. ``options.timeout`` caps the whole method (groups not reached keep ``-inf``)."""
+    otherwise UNKNOWN. ``options.timeout`` caps the whole method (groups not reached keep ``-inf``). In
+    compare mode (``options.compare``) networks with more than :data:`EXACT_MAX_UNSTABLE` unstable ReLUs are
+    skipped: UNKNOWN, status NOT_RUN, the reason in the message."""
     t0 = time.perf_counter()
     spec = prop.output
     budget = Budget.start(options.timeout)
     preact = preactivation_bounds(net, prop.box, options.bounds, options)
     per_row = np.full(spec.n_margins, -np.inf)
+    too_big = exact_size_note(net, preact) if options.compare else None
+    if too_big is not None:
+        return MethodResult("exact", Verdict.UNKNOWN, float("nan"), per_row, time.perf_counter() - t0,
+                            SolverStatus.NOT_RUN, too_big)
     statuses = []
     incumbents = []
     for g in spec.groups:

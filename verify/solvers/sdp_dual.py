@@ -1,17 +1,19 @@
 """Scalable SDP backend ("dual"): the primal-dual interior-point method of :mod:`verify.solvers.sdp_ipm`
-behind the certification shortcuts.
+behind the certification shortcuts, on an :class:`~verify.solvers.sdp_form.ArrowSDP` only.
 
-For one margin objective: when a target is given (certification), the best linear dual point
-(``nu = 0``: one LP, the triangle LP's Lagrangian when the cuts are on) is tried first and returned when it
-already certifies. Otherwise the interior-point method runs from a strictly feasible dual point
-(:func:`strict_start`) until it converges (relative gap and primal infeasibility below ``tol``), the sound
-bound passes the target, a nearly feasible primal point shows the target is out of reach, or time runs out.
-If it stops on numerical trouble with time left, :func:`verify.solvers.sdp_polish.polish` (L-BFGS-B on a
-smoothed dual) continues from the best point. Every point is a valid dual point and the bound returned is
-recomputed rigorously by :func:`verify.solvers.sdp_problem.dual_bound`, so stopping early only weakens it.
+For one form: the best linear dual point (the equality multipliers at 0: one LP over the form's ge rows and
+boxes, the triangle LP's Lagrangian when the relaxation has the cuts) is computed first and returned when
+it already passes the target. Otherwise the interior-point method runs from a strictly feasible dual point
+(:func:`strict_start`, or a warm start) until it converges (relative gap and primal infeasibility below
+``tol``), the sound bound passes the target, a nearly feasible primal point shows the target is out of
+reach, or time runs out. If it stops on numerical trouble with time left,
+:func:`verify.solvers.sdp_polish.polish` (L-BFGS-B on a smoothed dual) continues from the best point.
+Every point is a valid dual point and the bound returned is recomputed rigorously by
+:func:`verify.solvers.sdp_form.form_bound`, and the best of the linear point and the interior-point one is
+kept, so stopping early only weakens it and the result is never below the LP.
 
-Measured (bench/bench_sdp.py --speed, rsl18 pgd_nn 784-200-100-50-10, CROWN bounds, 122 unstable neurons,
-one core): about 25 iterations and 5-6 s per margin to a relative gap of 1e-6 (primal - bound <= 2e-5).
+Measured (bench/bench_sdp.py --speed, rsl18 pgd_nn 784-200-100-50-10, 120 unstable neurons, one core):
+about 20 iterations from a cold start, 14 warm-started, to a gap of ~1e-6 relative.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from verify.solvers.sdp_problem import Multipliers, SDPRelaxation, best_gamma, dual_blocks, dual_bound
 from verify.results import SolverStatus
-from verify.solvers.sdp_ipm import solve_ipm
+from verify.solvers.sdp_form import ArrowSDP, best_gamma, form_bound, schur_of
+from verify.solvers.sdp_ipm import WarmStart, solve_ipm
 from verify.solvers.sdp_polish import polish
 
 log = logging.getLogger(__name__)
@@ -35,84 +37,78 @@ START = 0.02  # the starting point's barrier parameter, relative to the objectiv
 
 @dataclass(frozen=True)
 class DualSolution:
-    """``bound``: sound lower bound on the margin; ``multipliers``: the point it was computed at;
-    ``gap``: the last primal value minus ``bound`` (advisory: the primal point satisfies the constraints
-    only to 1e-6; NaN when it is further from feasible or when the linear start was returned).
+    """``bound``: sound lower bound on the form's minimum; ``y``: the multipliers it was computed at (the
+    form's order); ``gap``: the last primal value minus ``bound`` (advisory: the primal point satisfies the
+    constraints only to ``tol``; NaN when it is further from feasible or when the linear point was returned).
     ``status`` is OPTIMAL when the method converged, reached the target, or found a nearly feasible
-    primal point below the target (the target is then out of reach, up to that tolerance)."""
+    primal point below the target (the target is then out of reach, up to that tolerance). ``warm``: an
+    iterate to warm-start another objective of the same constraints; ``message``: why the solver stopped."""
 
     bound: float
-    multipliers: Multipliers
+    y: np.ndarray
     status: SolverStatus
     iterations: int
     time_s: float
     gap: float
+    warm: WarmStart | None = None
+    message: str = ""
 
 
-def strict_start(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], t: float,
-                 triangle: bool = False) -> Multipliers:
-    """A strictly feasible dual point near the central path for a large barrier parameter ``t``:
-    ``mu = t``, ``lam`` a small multiple of ``t``, ``nu = 0``, ``gamma`` leaving ``S >= t I``-ish."""
-    n = rel.n_unstable
-
-    gnorm = np.sqrt((rel.h - rel.a0) ** 2 + np.sum(rel.ax**2, 1) + np.sum(rel.az**2, 1) + rel.h**2)
-    lam = t / (1.0 + gnorm) / max(np.sqrt(n), 1.0)
-    mu_x = np.full(rel.n0, t)
-    mu_z = np.full(n, t)
-    if triangle:
-        t0, tx, tz = rel.triangle_rows()
-        kappa = t / (1.0 + np.sqrt(t0**2 + np.sum(tx**2, 1) + np.sum(tz**2, 1))) / max(np.sqrt(n), 1.0)
-    else:
-        kappa = np.zeros(0)
-    m = Multipliers(mu_x, mu_z, lam, np.zeros(n), 0.0, kappa)
-    myy, b = dual_blocks(rel, obj, m)
-    s = myy - (b / mu_x) @ b.T
+def strict_start(form: ArrowSDP, t: float) -> np.ndarray:
+    """A strictly feasible dual point near the central path for a large barrier parameter ``t``: box
+    multipliers ``t``, ge multipliers a small multiple of ``t`` (scaled by their rows' norms), equality
+    multipliers 0, and ``gamma`` leaving ``S >= t I``-ish."""
+    nb, ng = form.box.size, form.ge_rows.size
+    y = np.zeros(form.m)
+    y[1 : 1 + nb] = -t
+    norms = np.linalg.norm(form.rows[form.ge_rows], axis=1)
+    y[1 + nb : 1 + nb + ng] = t / (1.0 + norms) / max(np.sqrt(max(form.k - 1, 1)), 1.0)
+    s, _ = schur_of(form.dual(y))
     q, r = s[0, 1:], s[1:, 1:]
-    gamma = float(s[0, 0] - q @ np.linalg.solve(r, q) - t) if n else float(s[0, 0] - t)
-    return m.with_gamma(gamma)
+    y[0] = float(s[0, 0] - q @ np.linalg.solve(r, q) - t) if form.k > 1 else float(s[0, 0] - t)
+    return y
 
 
-def linear_start(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], triangle: bool) -> Multipliers | None:
-    """The best dual point with ``nu = 0`` (a linear Lagrangian: the LP relaxation without the SDP
-    terms, over the scaled box), found by one LP: maximize ``c_0 - sum_k |c_k|`` with
-    ``c = o - sum_j lam_j g_j - sum_j kappa_j tau_j``. None when the LP solver fails."""
-    from scipy.optimize import linprog
+def linear_start(form: ArrowSDP) -> np.ndarray | None:
+    """The best dual point with the equality multipliers at 0 (a linear Lagrangian), from the row duals of one
+    LP in primal form, ``minimize o^T v s.t. q_r^T v >= 0 (ge rows), v_0 = 1, |v_i| <= 1 (boxed i)`` (HiGHS):
+    the ge multipliers are the row duals and each box multiplier ``|c_i| / 2`` for the remaining linear
+    coefficient ``c``. Any such point is dual feasible, so the LP's accuracy only affects tightness. None when
+    the LP fails (or leaves a coefficient on an unboxed index)."""
+    import scipy.sparse as sp
 
-    n0, n = rel.n0, rel.n_unstable
-    k = n if triangle else 0
-    rows = [np.concatenate([(rel.h - rel.a0)[:, None], -rel.ax, np.diag(rel.h) - rel.az], axis=1)]  # g_j
-    if triangle:
-        t0, tx, tz = rel.triangle_rows()
-        rows.append(np.concatenate([t0[:, None], tx, tz], axis=1))
-    lin = np.concatenate(rows, axis=0)  # (n + k, 1 + n0 + n); c = o - lin^T y
-    o = np.concatenate([[obj[0]], obj[1], obj[2]])
-    nv, ns = n + k, n0 + n
-    # variables [y (nv) >= 0, s (ns) >= 0]; maximize o_0 - lin[:, 0] @ y - sum(s), s >= |o_k - lin[:, k] @ y|
-    cost = np.concatenate([lin[:, 0], np.ones(ns)])
-    a_ub = np.block([[-lin[:, 1:].T, -np.eye(ns)], [lin[:, 1:].T, -np.eye(ns)]])
-    b_ub = np.concatenate([-o[1:], o[1:]])
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=(0, None), method="highs")
-    if res.status != 0 or res.x is None:
+    from verify.solvers.base import LinearProgram
+    from verify.solvers.highs import HighsBackend
+
+    n, nb, ng = form.n, form.box.size, form.ge_rows.size
+    lin, o = form.rows[form.ge_rows], form.o
+    boxed = np.zeros(n, dtype=bool)
+    boxed[form.box] = True
+    lo, hi = np.where(boxed, -1.0, -np.inf)[1:], np.where(boxed, 1.0, np.inf)[1:]
+    lp = LinearProgram(sp.csc_matrix(lin[:, 1:]), -lin[:, 0], np.full(ng, np.inf), lo, hi)
+    sol = HighsBackend().solve_many(lp, [o[1:]], [float(o[0])], 60.0)[0]
+    if sol.row_dual is None or not np.all(np.isfinite(sol.row_dual)):
         return None
-    y = np.maximum(res.x[:nv], 0.0)
-    c = o - lin.T @ y
+    lam = np.maximum(sol.row_dual, 0.0)
+    c = o - lin.T @ lam
+    if np.any(np.abs(c[1:][~boxed[1:]]) > 1e-9 * (1.0 + np.abs(o).sum())):
+        return None
     scale = 1e-9 * (1.0 + float(np.abs(o).sum()))
-    mu = np.abs(c[1:]) / 2.0 + scale
-    lam, kappa = y[:n] + scale, (y[n:] + scale if triangle else np.zeros(0))
-    m = Multipliers(mu[:n0], mu[n0:], lam, np.zeros(n), 0.0, kappa)
-    return best_gamma(rel, obj, m)
+    y = np.zeros(form.m)
+    y[1 : 1 + nb] = -(np.abs(c[form.box]) / 2.0 + scale)
+    y[1 + nb : 1 + nb + ng] = lam + scale
+    return best_gamma(form, y)
 
 
-def solve_dual(
-    rel: SDPRelaxation,
-    obj: tuple[float, np.ndarray, np.ndarray],
+def solve_form(
+    form: ArrowSDP,
     time_limit: float,
     max_iter: int,
     target: float | None = None,
     tol: float = 1e-6,
-    triangle: bool = False,
+    warm: WarmStart | None = None,
 ) -> DualSolution:
-    """Maximize the dual bound for one margin objective ``(o0, ox, oz)`` (see the module doc).
+    """Maximize the sound dual bound of ``form`` (see the module doc).
 
     Args:
         time_limit: seconds; the best sound bound so far is returned when it runs out.
@@ -120,47 +116,47 @@ def solve_dual(
         target: stop as soon as the rigorous bound exceeds it (e.g. 0 to certify), or when the
             estimated optimum (bound + gap) is clearly below it.
         tol: stop when the relative primal-dual gap and the primal infeasibility are below it.
-        triangle: add the triangle cuts ``z <= u (s - l) / (u - l)`` (multipliers ``kappa``).
+        warm: the ``warm`` of an earlier solution of the same constraints (another objective): starts from it.
     """
-    if not all(np.all(np.isfinite(a)) for a in (np.asarray(obj[0]), obj[1], obj[2])):
+    if not np.all(np.isfinite(form.o)):
         raise ValueError("the margin objective has non-finite coefficients (check the spec's C and d)")
     if not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
     with threadpool_limits(1):  # OpenBLAS threads slow these sizes down badly on a loaded machine
-        return _solve(rel, obj, time_limit, max_iter, target, tol, triangle)
+        return _solve(form, time_limit, max_iter, target, tol, warm)
 
 
-def _solve(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], time_limit: float, max_iter: int,
-           target: float | None, tol: float, triangle: bool) -> DualSolution:
+def _solve(form: ArrowSDP, time_limit: float, max_iter: int, target: float | None, tol: float,
+           warm: WarmStart | None) -> DualSolution:
     t0 = time.perf_counter()
     deadline = t0 + time_limit
-    scale = 1.0 + float(abs(obj[0]) + np.abs(obj[1]).sum() + np.abs(obj[2]).sum())
-    lin, lin_bound = None, -np.inf
-    if rel.n_unstable:
-        lin = linear_start(rel, obj, triangle)
-        lin_bound = dual_bound(rel, obj, lin) if lin is not None else -np.inf
-        log.debug("SDP dual: linear (LP-like) start bound %.6g, %.2fs", lin_bound, time.perf_counter() - t0)
-        if lin is not None and target is not None and lin_bound > target:
-            return DualSolution(lin_bound, lin, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, np.nan)
-    if rel.n_unstable == 0:  # affine on the box: mu_x = |o_x| / 2 (and the best gamma) is optimal
-        zero = np.zeros(0)
-        m = Multipliers(np.abs(obj[1]) / 2 * (1 + 1e-9) + 1e-12 * scale, zero, zero, zero, 0.0, zero)
-        m = best_gamma(rel, obj, m)
-        return DualSolution(dual_bound(rel, obj, m), m, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, 0.0)
-    res = solve_ipm(rel, obj, strict_start(rel, obj, START * scale, triangle), deadline, target, tol, max_iter, triangle)
-    m, bound = res.multipliers, res.bound
+    if form.k == 1:  # nothing but the constant in the head: affine on the box, the closed form is optimal
+        y = np.zeros(form.m)
+        scale = 1e-12 * (1.0 + float(np.abs(form.o).sum()))
+        y[1 : 1 + form.box.size] = -(np.abs(form.o[form.box]) / 2.0 * (1 + 1e-9) + scale)
+        y = best_gamma(form, y)
+        return DualSolution(form_bound(form, y), y, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, 0.0)
+    lin = linear_start(form)
+    lin_bound = form_bound(form, lin) if lin is not None else -np.inf
+    log.debug("SDP dual: linear (LP) start bound %.6g, %.2fs", lin_bound, time.perf_counter() - t0)
+    if lin is not None and target is not None and lin_bound > target:
+        return DualSolution(lin_bound, lin, SolverStatus.OPTIMAL, 0, time.perf_counter() - t0, np.nan, None,
+                            "the LP's dual point passes the target")
+    scale = 1.0 + float(np.abs(form.o).sum())
+    res = solve_ipm(form, strict_start(form, START * scale), deadline, target, tol, max_iter, warm)
+    y, bound = res.y, res.bound
     if lin is not None and lin_bound > bound:
-        m, bound = lin, lin_bound
+        y, bound = lin, lin_bound
     status = res.reason.status
     if status is SolverStatus.NUMERICAL_ERROR and time.perf_counter() < deadline and np.isfinite(bound):
         log.debug("SDP dual: interior point stopped (%s %s); polishing", res.reason.message, res.detail)
-        m, bound = polish(rel, obj, m, deadline, target, triangle)
+        y, bound = polish(form, y, deadline, target)
         if target is not None and bound > target:
             status = SolverStatus.OPTIMAL
     if not np.isfinite(bound):
         status = SolverStatus.NUMERICAL_ERROR
-    log.info("SDP dual: bound %.7g after %d iterations (%s), primal %.7g, %.2fs", bound, res.iterations, res.reason.message,
-             res.primal, time.perf_counter() - t0)
+    log.info("SDP dual: bound %.7g after %d iterations (%s), primal %.7g, %.2fs", bound, res.iterations,
+             res.reason.message, res.primal, time.perf_counter() - t0)
     gap = res.primal - bound if res.infeasibility < 1e-6 else np.nan  # an infeasible primal says nothing
-    return DualSolution(bound, m, status, res.iterations, time.perf_counter() - t0, gap)
-
+    return DualSolution(bound, y, status, res.iterations, time.perf_counter() - t0, gap, res.warm,
+                        res.reason.message + (f" ({res.detail})" if res.detail else ""))

@@ -1,25 +1,18 @@
-"""Scalable SDP backend: a primal-dual interior-point method (HKM direction, Mehrotra predictor-corrector).
+"""Scalable SDP backend: a primal-dual interior-point method (HKM direction, Mehrotra predictor-corrector)
+on the arrow standard form of :mod:`verify.solvers.sdp_form`.
 
-The relaxation of :mod:`verify.solvers.sdp_problem` in standard form, variable order ``v = [1, z, x]``
-(side ``n = 1 + N + n0``)::
+For ``(P) minimize <C, X> s.t. A(X) (+ slacks) = b, X >= 0`` and ``(D) maximize b^T y s.t. Z = C - A^T(y) >= 0``
+(slack duals ``>= 0``), the dual iterates stay exactly feasible (``Z`` is recomputed from ``y``), so every
+iterate is a valid dual point: the best sound bound seen (:func:`verify.solvers.sdp_form.form_bound`) is
+kept and returned, and stopping early (time limit, target reached, numerical trouble) only weakens it.
 
-    (P)  minimize <C, X>  s.t.  A_i(X) + (slack_i) = b_i,  X >= 0 (PSD),  slacks >= 0
-    (D)  maximize b^T y   s.t.  Z = C - sum_i y_i A_i >= 0,  slack duals >= 0
-
-with one constraint per multiplier: ``gamma`` (``X_00 = 1``), the box of every variable (``X_kk + s_k = 1``,
-dual ``y_k = -mu_k``), ``lam_j`` (``g_j^T X e_0 - r_j = 0``), ``nu_j`` (``<sym((e_0 + e_j) g_j^T), X> = 0``,
-``y = -nu``) and, with triangle cuts, ``kappa_j`` (``tau_j^T X e_0 - q_j = 0``). Every ``A_i`` is
-``sym(p_i q_i^T)`` with ``p_i`` a unit vector (or ``e_0 + e_j``) and ``q_i`` a unit vector or a dense row
-``g_j`` / ``tau_j``, so the Schur matrix ``M_ij = tr(A_i X A_j Z^{-1})`` is assembled from gathers of
-``X``, ``Z^{-1}`` and their products with the dense rows: ``O(n^2 N + N n m)`` plus an ``m x m`` Cholesky
-(``m = n + 2N (+N)``) per iteration.
-
-The dual iterates stay exactly feasible (``Z`` is recomputed from ``y``; the primal may be infeasible),
-so every iterate is a valid dual point: the bound reported is recomputed rigorously from the multipliers
-by :func:`verify.solvers.sdp_problem.dual_bound` and the best one seen is kept. Stopping early (time limit,
-target reached, numerical trouble) only weakens it. Unlike a dual-only barrier method the primal
-iterate keeps the Newton system well scaled near the optimum: about 20-40 iterations to a relative
-gap of 1e-7.
+Structure used (:mod:`verify.solvers.sdp_linalg`): ``Z`` is an arrow (dense head of side ``k``, diagonal
+tail), factored through its Schur complement of side ``k``; the primal iterate is kept on the arrow
+pattern only (the constraints see nothing else) and completed to its maximum-determinant completion,
+which is ``mu Z^{-1}`` on the central path. The HKM direction ``dX = sigma mu Z^{-1} - X + sym(X W Z^{-1})``
+(and Mehrotra's corrector ``sym(dX dZ Z^{-1})``) is formed on the pattern in ``O(n k^2)``; the Newton matrix
+``M_ij = tr(A_i X A_j Z^{-1})`` (dense, side ``m``) and its Cholesky factor are the ``O(n^2 k + m^3)`` part.
+Step lengths come from Lanczos on the whitened directions and are checked by factorizations.
 """
 
 from __future__ import annotations
@@ -33,12 +26,21 @@ import numpy as np
 import scipy.linalg as sla
 
 from verify.results import SolverStatus
-from verify.solvers.sdp_problem import Multipliers, SDPRelaxation, best_gamma, dual_bound
+from verify.solvers.sdp_form import Arrow, ArrowSDP, best_gamma, form_bound, shift_objective
+from verify.solvers.sdp_linalg import (
+    ArrowFactor,
+    Completed,
+    Pattern,
+    max_completable_step,
+    ratio_step,
+    schur_matrix,
+    step_to_boundary,
+    sym_product_pattern,
+)
 
 log = logging.getLogger(__name__)
 
 STEP = 0.9  # fraction of the largest feasible step (raised towards 1 as steps get long)
-LANCZOS = 20  # Lanczos steps for the largest feasible step
 PROGRESS_EVERY = 5.0  # seconds between two progress lines at INFO level (every iteration at DEBUG)
 
 
@@ -56,6 +58,7 @@ class StopReason(enum.Enum):
     SCHUR_NOT_PD = "Schur matrix not positive definite"
     NUMERICAL_TROUBLE = "numerical trouble (non-finite direction or step)"
     NO_PROGRESS = "no progress"
+    STALLED = "the gap stopped shrinking (below 1e-5): converged to the attainable accuracy"
 
     @property
     def message(self) -> str:
@@ -72,258 +75,101 @@ _REASON_STATUS = {
     StopReason.TARGET_OUT_OF_REACH: SolverStatus.OPTIMAL,
     StopReason.TIME_LIMIT: SolverStatus.TIME_LIMIT,
     StopReason.ITERATION_LIMIT: SolverStatus.ITERATION_LIMIT,
+    StopReason.STALLED: SolverStatus.OPTIMAL_INACCURATE,
 }
+STALL_ITERATIONS = 8  # iterations without halving the smallest relative gap seen: a stall
+
+
+WARM_GAP = 0.5  # the iterate kept as a warm start: the first with a relative gap below this
+
+
+@dataclass(frozen=True, eq=False)
+class WarmStart:
+    """An iterate of one solve, to start a solve of the same constraints with another objective:
+    ``o`` the objective row it was made for, ``x`` the primal pattern, ``xl`` the primal slacks, ``y``."""
+
+    o: np.ndarray
+    x: Pattern
+    xl: np.ndarray
+    y: np.ndarray
+
+    def fits(self, form: ArrowSDP) -> bool:
+        return self.y.shape == (form.m,) and self.x.h.shape == (form.k, form.n) and self.xl.shape == form.slack_con.shape
 
 
 @dataclass(frozen=True)
 class IPMResult:
-    """``bound``: best sound lower bound seen; ``multipliers``: where; ``primal``: the primal objective of
-    the last iterate (an estimate of the SDP optimum when ``infeasibility`` is small); ``converged``: the
-    relative gap and primal infeasibility fell below the tolerance; ``reason`` says why it stopped
-    (``detail``: the numerical error behind NUMERICAL_TROUBLE, else empty)."""
+    """``bound``: best sound lower bound seen; ``y``: where (the form's multipliers); ``primal``: the primal
+    objective of the last iterate (an estimate of the SDP optimum when ``infeasibility`` is small);
+    ``converged``: the relative gap and primal infeasibility fell below the tolerance; ``reason`` says why it
+    stopped (``detail``: the numerical error behind NUMERICAL_TROUBLE, else empty). ``warm``: the first iterate
+    with a relative gap below ``WARM_GAP`` (a warm start for the same constraints with another objective)."""
 
     bound: float
-    multipliers: Multipliers
+    y: np.ndarray
     primal: float
     infeasibility: float
     iterations: int
     converged: bool
     reason: StopReason
     detail: str = ""
+    warm: WarmStart | None = None
 
 
-class SDPStandardForm:
-    """Constraint data of one margin's SDP in the order ``[gamma, box (n - 1), lam, nu, kappa]``."""
-
-    def __init__(self, rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], triangle: bool) -> None:
-        n0, nz = rel.n0, rel.n_unstable
-        n = 1 + nz + n0
-        g = np.zeros((nz, n))
-        g[:, 0], g[:, 1 : 1 + nz], g[:, 1 + nz :] = rel.h - rel.a0, np.diag(rel.h) - rel.az, -rel.ax
-        kt = nz if triangle else 0
-        tau = np.zeros((kt, n))
-        if triangle:
-            t0, tx, tz = rel.triangle_rows()
-            tau[:, 0], tau[:, 1 : 1 + nz], tau[:, 1 + nz :] = t0, tz, tx
-        self.n0, self.nz, self.kt, self.n = n0, nz, kt, n
-        self.rows = np.concatenate([g, tau], axis=0)  # dense q-vectors
-        self.m = n + 2 * nz + kt
-        nd = 2 * nz + kt
-        self.qrow = np.concatenate([np.arange(nz), np.arange(nz), nz + np.arange(kt)])  # dense constraints' rows
-        self.b = np.concatenate([[1.0], np.ones(n - 1), np.zeros(nd)])
-        # one slack per LP-cone variable: box (+1), lam and kappa (-1)
-        self.slack_con = np.concatenate([np.arange(1, n), n + np.arange(nz), n + 2 * nz + np.arange(kt)])
-        self.slack_coef = np.concatenate([np.ones(n - 1), -np.ones(nz), -np.ones(kt)])
-        o = np.concatenate([[obj[0]], obj[2], obj[1]])
-        c = np.zeros((n, n))
-        c[0, :] += 0.5 * o
-        c[:, 0] += 0.5 * o
-        self.c = c
-
-    def adjoint(self, y: np.ndarray) -> np.ndarray:
-        """``sum_i y_i A_i`` (dense, symmetric)."""
-        n, nz = self.n, self.nz
-        yd = y[n:]
-        u = yd @ self.rows[self.qrow]
-        w = np.zeros((n, n))
-        w[0, :] += 0.5 * u
-        w[:, 0] += 0.5 * u
-        v = 0.5 * y[n + nz : n + 2 * nz, None] * self.rows[:nz]
-        w[1 : 1 + nz, :] += v
-        w[:, 1 : 1 + nz] += v.T
-        w[np.arange(n), np.arange(n)] += y[:n]
-        return w
-
-    def apply(self, w: np.ndarray) -> np.ndarray:
-        """``A_i(W) = p_i^T W q_i`` for a symmetric ``W``."""
-        n, nz = self.n, self.nz
-        out = np.empty(self.m)
-        out[:n] = np.diag(w)
-        r0 = self.rows @ w[0]
-        out[n:] = r0[self.qrow]
-        out[n + nz : n + 2 * nz] += np.sum(w[1 : 1 + nz] * self.rows[:nz], axis=1)
-        return out
-
-    def slack_dual(self, y: np.ndarray) -> np.ndarray:
-        """Dual slacks of the LP-cone variables: ``-coef * y`` (``mu`` for the box, ``lam``, ``kappa``)."""
-        return -self.slack_coef * y[self.slack_con]
-
-    def dual_matrix(self, y: np.ndarray) -> np.ndarray:
-        return self.c - self.adjoint(y)
-
-    def _dense_parts(self, ymat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """For the dense constraints (``p_a`` in ``{e_0, e_0 + e_j}``, ``q_a`` a row): ``Y P``, ``Y Q`` (``n x nd``)
-        and ``P^T Y P``, ``P^T Y Q``, ``Q^T Y Q`` (``nd x nd``). The rows ``g_j`` serve two constraints each
-        (``lam_j`` and ``nu_j``), so the products are formed once per distinct row."""
-        nz, nd, q = self.nz, self.qrow.size, self.qrow
-        yr = ymat @ self.rows.T  # (n, nz + kt)
-        yq = yr[:, q]
-        yp = np.repeat(ymat[:, :1], nd, axis=1)
-        yp[:, nz : 2 * nz] += ymat[:, 1 : 1 + nz]
-        pyp = np.repeat(yp[:1], nd, axis=0)
-        pyp[nz : 2 * nz] += yp[1 : 1 + nz]
-        pyq = np.repeat(yq[:1], nd, axis=0)
-        pyq[nz : 2 * nz] += yq[1 : 1 + nz]
-        ryr = self.rows @ yr
-        return yp, yq, pyp, pyq, ryr[np.ix_(q, q)]
-
-    def schur_matrix(self, x: np.ndarray, zinv: np.ndarray, ratio: np.ndarray) -> np.ndarray:
-        """``M_ij = tr(A_i X A_j Z^{-1})`` plus the diagonal LP part ``x_l / z_l``, by blocks: the unit
-        constraints (``A = e_i e_i^T``: ``X o Z^{-1}``), the dense ones, and their coupling."""
-        n = self.n
-        xp, xq, xpp, xpq, xqq = self._dense_parts(x)
-        zp, zq, zpp, zpq, zqq = self._dense_parts(zinv)
-        mat = np.empty((self.m, self.m))
-        mat[:n, :n] = x * zinv
-        cross = 0.5 * (xp * zq + xq * zp)
-        mat[:n, n:] = cross
-        mat[n:, :n] = cross.T
-        mat[n:, n:] = 0.25 * (xpq.T * zpq + xpq * zpq.T + xqq * zpp + xpp * zqq)
-        mat[self.slack_con, self.slack_con] += ratio
-        return 0.5 * (mat + mat.T)
-
-    def multipliers(self, y: np.ndarray) -> Multipliers:
-        n, nz, kt = self.n, self.nz, self.kt
-        return Multipliers(-y[1 + nz : n], -y[1 : 1 + nz], y[n : n + nz].copy(), -y[n + nz : n + 2 * nz],
-                           float(y[0]), y[n + 2 * nz : n + 2 * nz + kt].copy())
-
-    def from_multipliers(self, m: Multipliers) -> np.ndarray:
-        return np.concatenate([[m.gamma], -m.mu_z, -m.mu_x, m.lam, -m.nu, m.kappa if self.kt else np.zeros(0)])
-
-
-class ArrowFactor:
-    """``Z = [[Zyy, B], [B^T, diag(d)]]`` (the ``y = [1, z]`` block first, then the inputs) through the Schur
-    complement ``S = Zyy - B diag(1/d) B^T``: ``Z^{-1} = J + U S^{-1} U^T`` with ``J = diag(0, 1/d)`` and
-    ``U = [I; -diag(1/d) B^T]``; and ``Z = L L^T`` with ``L = [[chol(S), B diag(d)^{-1/2}], [0, diag(d)^{1/2}]]``
-    up to the ordering (inputs eliminated first)."""
-
-    def __init__(self, z: np.ndarray, k: int) -> None:
-        self.k = k
-        d = np.diag(z)[k:].copy()
-        if np.any(~(d > 0)):
-            raise np.linalg.LinAlgError("input block not positive")
-        self.d, self.b = d, z[:k, k:]
-        self.bd = self.b / d  # B D^{-1}
-        s = z[:k, :k] - self.bd @ self.b.T
-        self.ls = sla.cholesky(0.5 * (s + s.T), lower=True, check_finite=False)
-        self.sinv = sla.cho_solve((self.ls, True), np.eye(k), check_finite=False)
-
-    def inverse(self) -> np.ndarray:
-        k = self.k
-        u = np.concatenate([np.eye(k), -self.bd.T], axis=0)
-        out = u @ (self.sinv @ u.T)
-        out[np.arange(k, out.shape[0]), np.arange(k, out.shape[0])] += 1.0 / self.d
-        return 0.5 * (out + out.T)
-
-    def times_inverse(self, y: np.ndarray) -> np.ndarray:
-        """``Y Z^{-1}`` for a dense ``Y`` (rows arbitrary), in ``O(rows * n * k)``."""
-        k = self.k
-        yu = y[:, :k] - y[:, k:] @ self.bd.T
-        out = (yu @ self.sinv) @ np.concatenate([np.eye(k), -self.bd], axis=1)
-        out[:, k:] += y[:, k:] / self.d
-        return out
-
-    def whiten(self, v: np.ndarray) -> np.ndarray:
-        """``L^{-1} v`` (``Z = L L^T``, inputs first)."""
-        k = self.k
-        wx = v[k:] / np.sqrt(self.d)
-        wy = sla.solve_triangular(self.ls, v[:k] - self.bd @ v[k:], lower=True, check_finite=False)
-        return np.concatenate([wy, wx])
-
-    def whiten_t(self, w: np.ndarray) -> np.ndarray:
-        """``L^{-T} w`` (the adjoint of :meth:`whiten`)."""
-        k = self.k
-        uy = sla.solve_triangular(self.ls, w[:k], lower=True, trans="T", check_finite=False)
-        ux = w[k:] / np.sqrt(self.d) - self.bd.T @ uy
-        return np.concatenate([uy, ux])
-
-
-def times_structured(y: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
-    """``Y W`` for a symmetric ``W`` whose off-diagonal entries all lie in its first ``k`` rows / columns."""
-    wd = np.diag(w)
-    out = y * wd
-    w0 = w[:k].copy()
-    w0[np.arange(k), np.arange(k)] = 0.0
-    out += y[:, :k] @ w0
-    out[:, :k] += y[:, k:] @ w0[:, k:].T
-    return out
-
-
-def lanczos_min(matvec, n: int, steps: int = LANCZOS) -> float:  # type: ignore[no-untyped-def]
-    """Smallest Ritz value of a symmetric operator after ``steps`` Lanczos steps with full
-    reorthogonalization (never below the smallest eigenvalue; close to it for these spectra)."""
-    rng = np.random.default_rng(0)
-    q = rng.standard_normal(n)
-    q /= np.linalg.norm(q)
-    steps = min(steps, n)
-    basis = np.zeros((steps, n))
-    alpha, beta = np.zeros(steps), np.zeros(steps)
-    for j in range(steps):
-        basis[j] = q
-        w = matvec(q)
-        alpha[j] = q @ w
-        w -= basis[: j + 1].T @ (basis[: j + 1] @ w)
-        w -= basis[: j + 1].T @ (basis[: j + 1] @ w)
-        beta[j] = np.linalg.norm(w)
-        if beta[j] < 1e-12 * (abs(alpha[j]) + 1.0):
-            steps = j + 1
-            break
-        q = w / beta[j]
-    return float(sla.eigh_tridiagonal(alpha[:steps], beta[: steps - 1], eigvals_only=True,
-                                      select="i", select_range=(0, 0))[0])
-
-
-def step_to_boundary(whiten, whiten_t, d: np.ndarray) -> float:  # type: ignore[no-untyped-def]
-    """Estimate of the largest ``a`` with ``Y + a D`` PSD, ``Y = L L^T`` (an over-estimate at worst:
-    the caller checks the step it takes)."""
-    lmin = lanczos_min(lambda v: whiten(d @ whiten_t(v)), d.shape[0])
-    return np.inf if lmin >= 0 else -1.0 / lmin
-
-
-def ratio_step(v: np.ndarray, dv: np.ndarray) -> float:
-    neg = dv < 0
-    return float(np.min(-v[neg] / dv[neg])) if np.any(neg) else np.inf
-
-
-def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], start: Multipliers, deadline: float,
-              target: float | None = None, tol: float = 1e-7, max_iter: int = 80, triangle: bool = False) -> IPMResult:
-    """Run the primal-dual method from the strictly dual-feasible ``start`` until the relative gap and
+def solve_ipm(form: ArrowSDP, y_start: np.ndarray, deadline: float, target: float | None = None, tol: float = 1e-7,
+              max_iter: int = 80, warm: WarmStart | None = None) -> IPMResult:
+    """Run the primal-dual method from the strictly dual-feasible ``y_start`` until the relative gap and
     primal infeasibility are below ``tol``, ``deadline`` (a ``time.perf_counter()`` value) passes, the sound
     bound exceeds ``target``, or a nearly feasible primal point shows that the target is out of reach.
-    The primal starts on the central path of ``start`` (``X = mu Z^{-1}``).
+    The primal starts on the central path of ``y_start`` (``X = mu Z^{-1}``); with ``warm`` (an iterate of the
+    same constraints under another objective, see :func:`verify.solvers.sdp_form.shift_objective`) it starts
+    from that iterate instead (about a third fewer iterations on MNIST networks).
     """
-    sf = SDPStandardForm(rel, obj, triangle)
-    k = 1 + sf.nz
-    y = sf.from_multipliers(start)
-    best, best_bound = start, dual_bound(rel, obj, start)
+    y = np.asarray(y_start, dtype=np.float64).copy()
+    x_start = None
+    if warm is not None and warm.fits(form):
+        try:
+            y_warm = shift_objective(form, warm.o, warm.y)
+            ArrowFactor(form.dual(y_warm))
+            if np.all(form.slack_dual(y_warm) > 0):
+                y, x_start = y_warm, (warm.x, warm.xl)
+        except (np.linalg.LinAlgError, ValueError) as err:
+            log.debug("SDP ipm: warm start refused (%s)", err)
+    best, best_bound = y.copy(), form_bound(form, y)
     try:
-        zf = ArrowFactor(sf.dual_matrix(y), k)
-        if not np.all(sf.slack_dual(y) > 0):
+        zf = ArrowFactor(form.dual(y))
+        zl = form.slack_dual(y)
+        if not np.all(zl > 0):
             raise ValueError("slack multipliers not positive")
     except (np.linalg.LinAlgError, ValueError):
         return IPMResult(best_bound, best, np.nan, np.inf, 0, False, StopReason.INFEASIBLE_START)
-    x = zf.inverse()
-    xl = 1.0 / sf.slack_dual(y)
-    scale0 = sf.n / np.trace(x)
-    x, xl = scale0 * x, scale0 * xl
-    lx_next, zf_next = None, None
+    if x_start is None:
+        x = zf.inverse().pattern()
+        xl = 1.0 / zl
+        scale0 = form.n / x.trace()
+        x, xl = x.scaled(scale0), scale0 * xl
+    else:
+        x, xl = x_start
+    xc_next, zf_next = None, zf
     reason, detail, converged, pobj, pinf, it = StopReason.ITERATION_LIMIT, "", False, np.nan, np.inf, 0
     t_start, last_info = time.perf_counter(), 0.0
+    gaps: list[float] = []
+    keep: WarmStart | None = None
     for it in range(max_iter + 1):  # it = steps taken so far
-        z = sf.dual_matrix(y)
-        zl = sf.slack_dual(y)
+        z = form.dual(y)
+        zl = form.slack_dual(y)
         try:
-            zf = zf_next if zf_next is not None else ArrowFactor(z, k)
-            lx = lx_next if lx_next is not None else sla.cholesky(x, lower=True, check_finite=False)
+            zf = zf_next if zf_next is not None else ArrowFactor(z)
+            xc = xc_next if xc_next is not None else Completed.from_pattern(x)
         except (np.linalg.LinAlgError, ValueError):
             reason = StopReason.LOST_DEFINITENESS
             break
-        zinv = zf.inverse()
+        zi = zf.inverse()
         ratio = xl / zl
-        pobj, dobj, pinf, mu, relgap = _measures(sf, x, xl, y, z, zl)
+        pobj, dobj, pinf, mu, relgap = _measures(form, x, xl, y, z, zl)
         if it > 0 and (relgap < 1e-2 or (target is not None and dobj > target)):
-            cand = best_gamma(rel, obj, sf.multipliers(y))
-            bound = dual_bound(rel, obj, cand)
+            cand = best_gamma(form, y)
+            bound = form_bound(form, cand)
             if bound > best_bound:
                 best, best_bound = cand, bound
         elapsed = time.perf_counter() - t_start
@@ -331,65 +177,73 @@ def solve_ipm(rel: SDPRelaxation, obj: tuple[float, np.ndarray, np.ndarray], sta
         last_info = elapsed if level == logging.INFO else last_info
         log.log(level, "SDP ipm: iteration %d, %.1fs: sound bound %.8g, dual %.8g, primal %.8g, rel. gap %.1e, "
                 "primal infeasibility %.1e", it, elapsed, best_bound, dobj, pobj, relgap, pinf)
-        stop = _stop_reason(pobj, pinf, relgap, best_bound, tol, target, deadline)
+        gaps.append(relgap)
+        if keep is None and relgap < WARM_GAP:
+            keep = WarmStart(form.o.copy(), x, xl.copy(), y.copy())
+        stop = _stop_reason(pobj, pinf, relgap, best_bound, tol, target, deadline) or _stalled(gaps)
         if stop is not None or it == max_iter:
             reason, converged = stop or reason, stop is StopReason.CONVERGED
             break
         try:
-            mfac = sla.cho_factor(sf.schur_matrix(x, zinv, ratio), lower=True, check_finite=True)
+            mfac = sla.cho_factor(schur_matrix(form, xc, zi, ratio), lower=True, check_finite=True)
         except (np.linalg.LinAlgError, ValueError):
             reason = StopReason.SCHUR_NOT_PD
             break
+        ctx = _Context(form, mfac, x, xc, xl, zf, zi, zl, ratio)
         try:
-            dy, dx, dxl, ap, ad, sigma = _predictor_corrector(sf, mfac, x, xl, z, zf, zinv, zl, ratio, lx, mu, k)
+            dy, dx, dxl, ap, ad, sigma = _predictor_corrector(ctx, z, mu)
         except (np.linalg.LinAlgError, ValueError) as err:  # non-finite numbers: numerical trouble
             reason, detail = StopReason.NUMERICAL_TROUBLE, str(err)
             break
         frac = STEP + (1.0 - STEP) * 0.5 * min(ap, ad)
-        (ap, lx_next), (ad, zf_next) = (_feasible(lambda a: x + a * dx, frac * ap),
-                                         _feasible(lambda a: sf.dual_matrix(y + a * dy), frac * ad, k))
+        (ap, xc_next), (ad, zf_next) = (_feasible(lambda a: Completed.from_pattern(x.plus(dx, a)), frac * ap),
+                                         _feasible(lambda a: ArrowFactor(form.dual(y + a * dy)), frac * ad))
         log.debug("SDP ipm: steps %.3f %.3f, sigma %.3f", ap, ad, sigma)
         if ap == 0.0 and ad == 0.0:
             reason = StopReason.NO_PROGRESS
             break
-        x = x + ap * dx
+        x = x.plus(dx, ap) if ap > 0 else x
         xl = xl + ap * dxl
         y = y + ad * dy
+        if ap == 0.0:
+            xc_next = None
+        if ad == 0.0:
+            zf_next = None
     if reason not in (StopReason.CONVERGED, StopReason.TARGET_REACHED):  # the last iterate may be the best point
-        cand = best_gamma(rel, obj, sf.multipliers(y))
-        bound = dual_bound(rel, obj, cand)
+        cand = best_gamma(form, y)
+        bound = form_bound(form, cand)
         if bound > best_bound:
             best, best_bound = cand, bound
-    return IPMResult(best_bound, best, pobj, pinf, it, converged, reason, detail)
+    return IPMResult(best_bound, best, pobj, pinf, it, converged, reason, detail, keep)
 
 
-def _predictor_corrector(sf: SDPStandardForm, mfac: tuple, x: np.ndarray, xl: np.ndarray, z: np.ndarray,
-                         zf: ArrowFactor, zinv: np.ndarray, zl: np.ndarray, ratio: np.ndarray, lx: np.ndarray,
-                         mu: float, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float]:
+def _predictor_corrector(ctx: "_Context", z: Arrow, mu: float) -> tuple:
     """Mehrotra's predictor-corrector: ``(dy, dX, dxl, primal step, dual step, sigma)``, the steps being
     estimates of the largest feasible ones (capped at 1)."""
-    ctx = _Context(sf, mfac, x, xl, zf, zinv, zl, ratio, sf.apply(zinv), k)
-    wx = (lambda v: sla.solve_triangular(lx, v, lower=True, check_finite=False),
-          lambda v: sla.solve_triangular(lx, v, lower=True, trans="T", check_finite=False))
+    form = ctx.form
     pred = ctx.direction(0.0, None)
-    ap, ad = _steps(ctx, pred, wx)
-    mu_aff = (np.sum((x + ap * pred[1]) * (z + ad * pred[3])) + (xl + ap * pred[2]) @ (zl + ad * pred[4])) / (sf.n + xl.size)
+    ap, ad = ctx.steps(pred)
+    _, pdx, pdxl, pdz, pdzl, _ = pred
+    nl = ctx.xl.size
+    mu_aff = (ctx.x.plus(pdx, ap).inner(z.plus(pdz, ad)) + (ctx.xl + ap * pdxl) @ (ctx.zl + ad * pdzl)) / (form.n + nl)
     sigma = float(np.clip((mu_aff / mu) ** 3, 0.0, 1.0))
-    dy, dx, dxl, dz, dzl = ctx.direction(sigma * mu, pred)
-    ap, ad = _steps(ctx, (dy, dx, dxl, dz, dzl), wx)
+    corr = ctx.direction(sigma * mu, pred)
+    ap, ad = ctx.steps(corr)
+    dy, dx, dxl = corr[0], corr[1], corr[2]
     if not (np.isfinite(ap) and np.isfinite(ad) and np.all(np.isfinite(dy))):
         raise ValueError("non-finite direction")
     return dy, dx, dxl, ap, ad, sigma
 
 
-def _measures(sf: SDPStandardForm, x: np.ndarray, xl: np.ndarray, y: np.ndarray, z: np.ndarray,
+def _measures(form: ArrowSDP, x: Pattern, xl: np.ndarray, y: np.ndarray, z: Arrow,
               zl: np.ndarray) -> tuple[float, float, float, float, float]:
     """``(primal objective, dual objective, relative primal infeasibility, mu, relative gap)``."""
-    ax = sf.apply(x)
-    ax[sf.slack_con] += sf.slack_coef * xl
-    pobj, dobj = float(np.sum(sf.c * x)), float(sf.b @ y)
-    pinf = float(np.linalg.norm(sf.b - ax)) / (1.0 + float(np.linalg.norm(sf.b)))
-    mu = float(np.sum(x * z) + xl @ zl) / (sf.n + xl.size)
+    b = form.b
+    ax = form.apply(x.h, x.d)
+    ax[form.slack_con] += form.slack_coef * xl
+    pobj, dobj = float(form.o @ x.h[0]), float(b @ y)
+    pinf = float(np.linalg.norm(b - ax)) / (1.0 + float(np.linalg.norm(b)))
+    mu = (x.inner(z) + float(xl @ zl)) / (form.n + xl.size)
     return pobj, dobj, pinf, mu, abs(pobj - dobj) / (1.0 + abs(pobj) + abs(dobj))
 
 
@@ -407,22 +261,20 @@ def _stop_reason(pobj: float, pinf: float, relgap: float, bound: float, tol: flo
     return None
 
 
-def _steps(ctx: "_Context", d: tuple, wx: tuple) -> tuple[float, float]:
-    """Largest primal and dual steps (estimates, capped at 1) along the direction ``d``."""
-    _, dx, dxl, dz, dzl = d
-    ap = min(1.0, step_to_boundary(wx[0], wx[1], dx), ratio_step(ctx.xl, dxl))
-    ad = min(1.0, step_to_boundary(ctx.zf.whiten, ctx.zf.whiten_t, dz), ratio_step(ctx.zl, dzl))
-    return ap, ad
+def _stalled(gaps: list[float]) -> StopReason | None:
+    """STALLED when the gap is already below 1e-5 and the last ``STALL_ITERATIONS`` iterations did not halve the
+    smallest relative gap seen before them (rounding limits the attainable accuracy); None otherwise."""
+    if len(gaps) <= STALL_ITERATIONS or not gaps[-1] < 1e-5:
+        return None
+    return StopReason.STALLED if min(gaps[-STALL_ITERATIONS:]) > 0.5 * min(gaps[:-STALL_ITERATIONS]) else None
 
 
-def _feasible(point, step: float, k: int | None = None, tries: int = 30) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    """``step`` shrunk by 0.8 until ``point(step)`` is positive definite (the dual through its arrow
-    factor when ``k`` is given; the slacks were handled by the ratio test), with that factor;
-    ``(0, None)`` when none is."""
+def _feasible(point, step: float, tries: int = 30) -> tuple[float, object]:  # type: ignore[no-untyped-def]
+    """``step`` shrunk by 0.8 until ``point(step)`` (a factorization) succeeds, with that factor; ``(0, None)``
+    when none does (the slacks were handled by the ratio test)."""
     for _ in range(tries):
         try:
-            mat = point(step)
-            return step, (sla.cholesky(mat, lower=True, check_finite=False) if k is None else ArrowFactor(mat, k))
+            return step, point(step)
         except (np.linalg.LinAlgError, ValueError):
             step *= 0.8
     return 0.0, None
@@ -431,32 +283,46 @@ def _feasible(point, step: float, k: int | None = None, tries: int = 30) -> tupl
 class _Context:
     """One iteration's data for the HKM directions."""
 
-    def __init__(self, sf: SDPStandardForm, mfac: tuple, x: np.ndarray, xl: np.ndarray, zf: ArrowFactor,
-                 zinv: np.ndarray, zl: np.ndarray, ratio: np.ndarray, azinv: np.ndarray, k: int) -> None:
-        self.sf, self.mfac, self.x, self.xl, self.zf, self.zinv, self.zl = sf, mfac, x, xl, zf, zinv, zl
-        self.ratio, self.azinv, self.k = ratio, azinv, k
+    def __init__(self, form: ArrowSDP, mfac: tuple, x: Pattern, xc: Completed, xl: np.ndarray, zf: ArrowFactor,
+                 zi: Completed, zl: np.ndarray, ratio: np.ndarray) -> None:
+        self.form, self.mfac, self.x, self.xc, self.xl, self.zf, self.zi, self.zl = form, mfac, x, xc, xl, zf, zi, zl
+        self.ratio = ratio
+        self.zi_pat = zi.pattern()
+        self.azinv = form.apply(self.zi_pat.h, self.zi_pat.d)
 
-    def direction(self, smu: float, corr: tuple | None) -> tuple[np.ndarray, ...]:
-        """``(dy, dX, dxl, dZ, dzl)``: the HKM direction towards ``smu`` (``sigma * mu``) and, for the
-        corrector, with Mehrotra's second-order term from the predictor ``corr``."""
-        sf, k = self.sf, self.k
-        rhs = sf.b - smu * self.azinv
+    def direction(self, smu: float, corr: tuple | None) -> tuple:
+        """``(dy, dX, dxl, dZ, dzl, dX as an operator)``: the HKM direction towards ``smu`` (``sigma * mu``)
+        and, for the corrector, with Mehrotra's second-order term from the predictor ``corr``."""
+        form, xc, zi = self.form, self.xc, self.zi
+        rhs = form.b - smu * self.azinv
         lp_target = smu / self.zl
-        rhs[sf.slack_con] -= sf.slack_coef * lp_target
+        rhs[form.slack_con] -= form.slack_coef * lp_target
         cmat, lcorr = None, np.zeros(self.xl.size)
         if corr is not None:
-            _, cdx, cdxl, cdz, cdzl = corr
-            cmat = self.zf.times_inverse(times_structured(cdx, cdz, k))
-            cmat = 0.5 * (cmat + cmat.T)
+            _, cdx, cdxl, cdz, cdzl, cdx_apply = corr
+            cmat = sym_product_pattern(cdx_apply, cdx, cdz, zi)  # sym(dX dZ Z^{-1}) on the pattern
             lcorr = cdxl * cdzl / self.zl
-            rhs += sf.apply(cmat)
-            rhs[sf.slack_con] += sf.slack_coef * lcorr
+            rhs += form.apply(cmat.h, cmat.d)
+            rhs[form.slack_con] += form.slack_coef * lcorr
         dy = sla.cho_solve(self.mfac, rhs, check_finite=False)
-        w = sf.adjoint(dy)
-        dzl = -sf.slack_coef * dy[sf.slack_con]
-        xwz = self.zf.times_inverse(times_structured(self.x, w, k))
-        dx = -self.x + 0.5 * (xwz + xwz.T) + smu * self.zinv
+        w = form.adjoint(dy)
+        dzl = -form.slack_coef * dy[form.slack_con]
+        dx = sym_product_pattern(xc.apply, self.x, w, zi).plus(self.x, -1.0).plus(self.zi_pat, smu)
         if cmat is not None:
-            dx -= cmat
+            dx = dx.plus(cmat, -1.0)
         dxl = lp_target - self.xl - self.ratio * dzl - lcorr
-        return dy, dx, dxl, -w, dzl
+
+        def dx_apply(v: np.ndarray) -> np.ndarray:  # the full HKM dX (no corrector term) applied to v
+            ziv = zi.apply(v)
+            xv = xc.apply(v)
+            return smu * ziv - xv + 0.5 * (xc.apply(w.apply(ziv)) + zi.apply(w.apply(xv)))
+
+        return dy, dx, dxl, w.scaled(-1.0), dzl, dx_apply
+
+    def steps(self, d: tuple) -> tuple[float, float]:
+        """Largest primal and dual steps (estimates, capped at 1) along the direction ``d``."""
+        _, dx, dxl, dz, dzl, _ = d
+        n = self.form.n
+        ap = min(1.0, max_completable_step(self.xc, dx), ratio_step(self.xl, dxl))
+        ad = min(1.0, step_to_boundary(self.zf.whiten, self.zf.whiten_t, dz.apply, n), ratio_step(self.zl, dzl))
+        return ap, ad
