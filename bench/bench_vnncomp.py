@@ -8,7 +8,8 @@ tool listed in the CSV (the 2021 results), and our median / max time; answers ar
 
     python bench/bench_vnncomp.py                                  # 2021 mnistfc, official timeouts
     python bench/bench_vnncomp.py --scale 0.25 --only 256x2 --limit 10
-    python bench/bench_vnncomp.py --eran                           # ERAN nets, first 100 images
+
+The ERAN networks (first 100 test images) are measured by bench/bench_eran.py.
 
 Default data: ../shared/data/vnncomp2021/mnistfc (instances_with_results.csv).
 """

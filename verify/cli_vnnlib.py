@@ -1,7 +1,8 @@
 """``verify NET --vnnlib SPEC``: one VNN-COMP property, answered holds / violated / unknown (or timeout).
 
 Methods run cheapest first and stop at the first decisive answer; by default a short attack, CROWN,
-then branch and bound (``bab``, whose root is alpha-CROWN) with the rest of the time. ``--timeout`` is the whole
+the SDP where its predicted time is a small share of what is left, then branch and bound (``bab``,
+whose root is alpha-CROWN) with the rest of the time. ``--timeout`` is the whole
 wall time of the run (VNN-COMP semantics): each method gets what is left, and a watchdog writes
 ``timeout`` and ends the process should anything overrun it. The result file (``--out``) follows the
 VNN-COMP convention: the first line is ``holds``, ``violated``, ``unknown`` or ``timeout``; after
@@ -28,8 +29,10 @@ from verify.cli_run import load
 from verify.methods import run_method
 from verify.results import MethodResult, Verdict
 
-#: the cascade; bab's root is alpha-CROWN (every layer's slopes optimized), so it is not run twice
-VNNLIB_DEFAULT_METHODS = ("attack", "crown", "bab")
+#: the cascade; bab's root is alpha-CROWN (every layer's slopes optimized), so it is not run twice; the SDP
+#: runs only where its predicted time fits :data:`SDP_SHARE` of what is left
+VNNLIB_DEFAULT_METHODS = ("attack", "crown", "sdp", "bab")
+SDP_SHARE = 0.2
 #: seconds kept back from --timeout for writing the answer and leaving
 RESERVE_S = 0.5
 
@@ -96,6 +99,8 @@ def decide(net, prop, methods, options, reference, deadline: Budget | None = Non
     for name in methods:
         if deadline.expired():
             return "timeout", results
+        if name == "sdp" and methods == VNNLIB_DEFAULT_METHODS and not sdp_pays(net, prop, options, deadline):
+            continue
         res = run_method(name, net, prop, deadline.options_for(options), reference)
         results.append(res)
         if answer is not None:
@@ -105,6 +110,17 @@ def decide(net, prop, methods, options, reference, deadline: Budget | None = Non
         if res.verdict is Verdict.CERTIFIED:
             return "holds", results
     return ("timeout" if deadline.expired() else "unknown"), results
+
+
+def sdp_pays(net, prop, options, deadline: Budget) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the SDP is predicted (:func:`verify.relax.sdp.sdp_seconds`, on CROWN's unstable neurons) to
+    take at most :data:`SDP_SHARE` of the time left (of 60 s without a timeout)."""
+    from verify.bounds import preactivation_bounds
+    from verify.relax.sdp import sdp_seconds
+
+    left = deadline.remaining() if deadline.deadline is not None else 60.0
+    preact = preactivation_bounds(net, prop.box, "crown", options)
+    return sdp_seconds(net, prop.box, preact, prop.output.n_margins, certify=True, options=options) <= SDP_SHARE * left
 
 
 def result_text(answer: str, results: list[MethodResult], net, reference) -> str:  # type: ignore[no-untyped-def]
