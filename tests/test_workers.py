@@ -218,3 +218,20 @@ def test_cli_workers_stop_with_the_client_and_resume_completes(tmp_path, monkeyp
     capsys.readouterr()
     objs = [json.loads(ln) for ln in results.read_text().splitlines()[1:]]
     assert sorted((o["index"], o["method"]) for o in objs) == sorted((i, m) for i in range(30) for m in ("crown", "attack"))
+
+
+MALLOPT_PROBE = """
+from verify.worker import relax_malloc_trim
+changed = relax_malloc_trim()
+print(changed)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+@pytest.mark.parametrize("env_value, expected", [("65536", "True"), (None, "False"), ("268435456", "False")])
+def test_dask_nanny_malloc_trim_is_relaxed_only_when_tiny(env_value, expected):
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    if env_value is not None:
+        env["MALLOC_TRIM_THRESHOLD_"] = env_value  # what Dask's nanny sets for its workers
+    out = subprocess.run([sys.executable, "-c", MALLOPT_PROBE], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

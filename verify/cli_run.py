@@ -70,6 +70,10 @@ def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tu
     """Connect to the cluster, load, check every input, open (or resume) the results file, run, print the
     table; the exit code."""
     cli_workers.check_args(args)
+    if args.workers and not args.cluster:
+        from verify.pool import start_forkserver
+
+        start_forkserver()  # its imports overlap with loading the model and the inputs
     client = cli_workers.connect(args)  # an unreachable or mismatched cluster fails before any work
     try:
         return _execute(args, eps_values, methods, options, client)
