@@ -46,7 +46,10 @@ class MethodResult:
 
     ``bound`` is a sound lower bound on the property's worst-case margin (``min`` over groups of the
     best certified row; > 0 means CERTIFIED), or for an attack the smallest margin it found (an
-    upper bound on the worst case). ``margin_bounds`` holds the per-row values, shape ``(m,)``.
+    upper bound on the worst case). A FALSIFIED result of a bounding method that stopped at a
+    counterexample before it had a bound (the SDP when the box centre violates, ``bab`` when a point it
+    tried does) carries that counterexample's margin instead: an upper bound, like the attack's.
+    ``margin_bounds`` holds the per-row values, shape ``(m,)``.
     """
 
     method: str
