@@ -235,3 +235,17 @@ def test_dask_nanny_malloc_trim_is_relaxed_only_when_tiny(env_value, expected):
         env["MALLOC_TRIM_THRESHOLD_"] = env_value  # what Dask's nanny sets for its workers
     out = subprocess.run([sys.executable, "-c", MALLOPT_PROBE], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+def test_executors_get_the_hardest_tasks_first():
+    from verify.task_order import hardest_first, unstable_count
+
+    loaded, _ = digits(6)
+    x, y = load_dataset("digits", 6, 0, loaded.network.in_dim)
+    tasks = make_tasks(x, y, (0.001, 0.2))  # the same inputs at a tiny and a large radius
+    ordered = hardest_first(loaded.network, tasks, ("crown", "sdp"))
+    assert sorted((t.index, t.eps) for t in ordered) == sorted((t.index, t.eps) for t in tasks)  # a permutation
+    counts = [unstable_count(loaded.network, t.x, t.eps) for t in ordered]
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+    assert all(t.eps == 0.2 for t in ordered[:6])  # at eps 0.001 almost no ReLU is unstable
+    assert hardest_first(loaded.network, tasks, ("crown", "attack")) == list(tasks)  # cheap: left alone

@@ -25,6 +25,7 @@ from verify.results import MethodResult, SolverStatus, Verdict
 from verify.results_file import ResultsFile, ResumeError, read_results
 from verify.spec import SpecError, robustness_property
 from verify.sweep import Known
+from verify.task_order import hardest_first
 
 __all__ = ["Executor", "ResultsFile", "ResumeError", "Sink", "Task", "evaluate_limited", "evaluate_task", "make_tasks",
            "read_results", "run_tasks", "validate_tasks"]
@@ -243,7 +244,7 @@ def run_tasks(
     sink = sink if sink is not None else Sink()
     first = len(sink.records)
     if executor is not None:
-        executor.run(tasks, methods, options, sink)
+        executor.run(hardest_first(net, tasks, methods), methods, options, sink)
         order = {(t.index, t.eps): i for i, t in enumerate(tasks)}
         rank = {m: i for i, m in enumerate(methods)}
         return sorted(sink.records[first:], key=lambda r: (order.get((r.index, r.eps), -1), rank.get(r.method, -1)))
