@@ -25,16 +25,17 @@ from verify.spec import domain_notice
 from verify.sweep import Known, sweep_order
 
 RUNS_DIR = Path("verify-runs")
-#: the SDP joins the default method set up to this many hidden units (see README for timings)
 def default_methods(net: Network, x=None, eps: float | None = None, options: Options | None = None) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
     """attack, IBP, CROWN, alpha-CROWN, LP; plus the SDP where its predicted time on the input ``x`` at ``eps``
     fits the per-input budget (``options.timeout``, else 30 s; :func:`verify.relax.sdp_cost.sdp_fits`)."""
     from verify.relax.sdp_cost import sdp_fits
+    from verify.spec import linf_ball
 
     base = ("attack", "ibp", "crown", "alpha-crown", "lp")
     if x is None or eps is None:
         return base
-    return base + ("sdp",) if sdp_fits(net, x, eps, options or Options()) else base
+    box = linf_ball(x, eps, net.domain_lower, net.domain_upper)
+    return base + ("sdp",) if sdp_fits(net, box, options or Options()) else base
 
 
 def load(args: argparse.Namespace):
@@ -70,10 +71,6 @@ def execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: tu
     """Connect to the cluster, load, check every input, open (or resume) the results file, run, print the
     table; the exit code."""
     cli_workers.check_args(args)
-    if args.workers and not args.cluster:
-        from verify.pool import start_forkserver
-
-        start_forkserver()  # its imports overlap with loading the model and the inputs
     client = cli_workers.connect(args)  # an unreachable or mismatched cluster fails before any work
     try:
         return _execute(args, eps_values, methods, options, client)
@@ -92,9 +89,9 @@ def _execute(args: argparse.Namespace, eps_values: tuple[float, ...], methods: t
     if data is None:
         raise UsageError("no inputs: pass --data FILE (.npz with x and y, or a torch tensor file), or --vnnlib SPEC")
     x, y = load_dataset(data, args.n, args.start, net.in_dim)
-    methods = methods or default_methods(net, x[0] if len(x) else None, max(eps_values), options)
     tasks = make_tasks(x, y, sweep_order(eps_values), args.start)
-    validate_tasks(net, tasks)  # before anything is written
+    validate_tasks(net, tasks)  # before anything is written (and before the SDP cost model reads x[0])
+    methods = methods or default_methods(net, x[0] if len(x) else None, max(eps_values), options)
     limits = cli_workers.limits(args, options)
     executor = cli_workers.executor(args, net, options, limits, client)
     meta = run_meta(args, net, loaded.source, data, methods, eps_values, options)

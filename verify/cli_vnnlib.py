@@ -113,14 +113,12 @@ def decide(net, prop, methods, options, reference, deadline: Budget | None = Non
 
 
 def sdp_pays(net, prop, options, deadline: Budget) -> bool:  # type: ignore[no-untyped-def]
-    """Whether the SDP is predicted (:func:`verify.relax.sdp.sdp_seconds`, on CROWN's unstable neurons) to
+    """Whether the SDP is predicted (:func:`verify.relax.sdp_cost.sdp_fits`, on CROWN's unstable neurons) to
     take at most :data:`SDP_SHARE` of the time left (of 60 s without a timeout)."""
-    from verify.bounds import preactivation_bounds
-    from verify.relax.sdp import sdp_seconds
+    from verify.relax.sdp_cost import sdp_fits
 
     left = deadline.remaining() if deadline.deadline is not None else 60.0
-    preact = preactivation_bounds(net, prop.box, "crown", options)
-    return sdp_seconds(net, prop.box, preact, prop.output.n_margins, certify=True, options=options) <= SDP_SHARE * left
+    return sdp_fits(net, prop.box, options, SDP_SHARE * left, prop.output.n_margins)
 
 
 def result_text(answer: str, results: list[MethodResult], net, reference) -> str:  # type: ignore[no-untyped-def]

@@ -100,16 +100,6 @@ def _context():  # noqa: ANN202
     return ctx
 
 
-def start_forkserver() -> None:
-    """Start the fork server now (it imports verify and torch in the background) so that workers can start
-    as soon as the client has loaded the network and the inputs, instead of after the import."""
-    ctx = _context()
-    if ctx.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
-
-
 class _Run:
     def __init__(self, batch: Batch, sink: Sink, chunker: Chunker[Task], ctx) -> None:  # noqa: ANN001
         self.batch, self.sink, self.chunker, self.ctx = batch, sink, chunker, ctx

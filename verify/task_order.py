@@ -30,11 +30,10 @@ T = TypeVar("T", bound=_HasBall)
 
 def unstable_count(net: Network, x: np.ndarray, eps: float) -> int:
     """ReLUs whose CROWN pre-activation bounds straddle 0 on the eps-ball around ``x`` ``(in_dim,)``."""
-    from verify.bounds import preactivation_bounds
+    from verify.bounds import crown_unstable_count
     from verify.spec import linf_ball
 
-    bounds = preactivation_bounds(net, linf_ball(x, eps, net.domain_lower, net.domain_upper), "crown")
-    return int(sum(np.count_nonzero((l < 0) & (u > 0)) for l, u in bounds[:-1]))
+    return crown_unstable_count(net, linf_ball(x, eps, net.domain_lower, net.domain_upper))
 
 
 def hardest_first(net: Network | None, tasks: Sequence[T], methods: Sequence[str]) -> list[T]:

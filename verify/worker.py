@@ -118,14 +118,14 @@ def set_threads(threads: int) -> None:
     threadpool_limits(threads)
     torch.set_num_threads(threads)
     _threads_set[:] = [threads]
-    relax_malloc_trim()
 
 
 MIN_TRIM_BYTES = 32 * 2**20  # glibc's largest dynamic mmap threshold on 64-bit
 
 
+@functools.lru_cache(maxsize=1)
 def relax_malloc_trim() -> bool:
-    """Undo a tiny ``MALLOC_TRIM_THRESHOLD_`` in this process (glibc only); True if it was changed.
+    """Undo a tiny ``MALLOC_TRIM_THRESHOLD_`` in this process (glibc only, once); True if it was changed.
 
     Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``. That also freezes glibc's mmap
     threshold, so every array of the SDP's size is mmap-ed, page-faulted and unmapped again: measured on
@@ -192,6 +192,7 @@ class Batch:
         """Check the version, set the threads, load the network (all idempotent per process)."""
         check_version(self.client_version)
         set_threads(self.threads)
+        relax_malloc_trim()
         return load_source(self.source)
 
 

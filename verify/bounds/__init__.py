@@ -56,6 +56,12 @@ def preactivation_bounds(
                                                           if k < len(net.layers) - 1)))
 
 
+def crown_unstable_count(net: Network, box: InputBox, options: Options | None = None) -> int:
+    """ReLUs whose CROWN pre-activation bounds over ``box`` straddle 0 (what the costly methods' time grows with)."""
+    bounds = preactivation_bounds(net, box, "crown", options)
+    return int(sum(np.count_nonzero((l < 0) & (u > 0)) for l, u in bounds[: len(net.layers) - 1]))
+
+
 def _slope_proof(k: int, rows: torch.Tensor, alphas: list) -> SlopeProof:
     """The slopes of one box (the first of the batch) as numpy, for a certificate."""
     return SlopeProof(k, rows.cpu().numpy().astype(np.int64),
@@ -65,6 +71,7 @@ def _slope_proof(k: int, rows: torch.Tensor, alphas: list) -> SlopeProof:
 __all__ = [
     "alpha_crown_bounds",
     "crown_bounds",
+    "crown_unstable_count",
     "interval_bounds",
     "margin_lower_bounds",
     "preactivation_bounds",

@@ -75,18 +75,13 @@ def predicted_seconds(n0: int, n_unstable: int, margins: int, certify: bool = Fa
 DEFAULT_BUDGET = 30.0  # seconds per input the SDP may take by default when no --timeout is given
 
 
-def sdp_fits(net, x: np.ndarray, eps: float, options, budget: float | None = None) -> bool:  # type: ignore[no-untyped-def]
-    """Whether the SDP in certify mode is predicted to fit ``budget`` seconds per input (``options.timeout``
-    when set, else ``DEFAULT_BUDGET``) on the box of radius ``eps`` around ``x`` (clipped to the network's
-    domain), judged from CROWN's unstable neurons there (alpha-CROWN finds a few less)."""
-    from verify.bounds import preactivation_bounds
-    from verify.spec import InputBox
+def sdp_fits(net, box, options, budget: float | None = None, rows: int | None = None) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the SDP in certify mode on ``rows`` margin rows (default: the outputs minus one) of ``box`` is
+    predicted to fit ``budget`` seconds (``options.timeout`` when set, else ``DEFAULT_BUDGET``), judged from
+    CROWN's unstable neurons there (alpha-CROWN finds a few less)."""
+    from verify.bounds import crown_unstable_count
 
     budget = budget if budget is not None else (options.timeout or DEFAULT_BUDGET)
-    lo = np.maximum(np.asarray(x, dtype=np.float64) - eps, net.domain_lower)
-    hi = np.minimum(np.asarray(x, dtype=np.float64) + eps, net.domain_upper)
-    box = InputBox(lo, np.maximum(hi, lo))
-    pre = preactivation_bounds(net, box, "crown", options)
-    n_unstable = sum(int(np.sum((l < 0) & (u > 0))) for l, u in list(pre)[:-1])
-    seconds = predicted_seconds(int(np.sum(box.upper > box.lower)), n_unstable, net.out_dim - 1, True, options.sdp_triangle)
-    return seconds <= budget
+    rows = net.out_dim - 1 if rows is None else rows
+    n0 = int(np.sum(box.upper > box.lower))
+    return predicted_seconds(n0, crown_unstable_count(net, box, options), rows, True, options.sdp_triangle) <= budget
