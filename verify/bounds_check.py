@@ -20,7 +20,7 @@ checked on top of them.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from verify.rounding import SAFETY, chain_gamma
 from verify.spec import InputBox
 
 Arrays = Sequence[np.ndarray]
+#: ``refine(k, lows, highs, l_k, u_k) -> (l_k, u_k)``: more tightening of hidden layer ``k`` given the confirmed
+#: bounds ``lows``/``highs`` of layers ``< k`` (e.g. branch-and-bound lemmas, checked by their own checker)
+Refine = Callable[[int, list, list, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def backsub_lower(
@@ -113,12 +116,14 @@ def _relaxation(l: np.ndarray, u: np.ndarray, alpha: np.ndarray | None, rows: in
 
 
 def confirmed_bounds(
-    net: Network, box: InputBox, lower: Arrays, upper: Arrays, proof: BoundsProof | None = None
+    net: Network, box: InputBox, lower: Arrays, upper: Arrays, proof: BoundsProof | None = None,
+    refine: Refine | None = None,
 ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """Hull of the given hidden-layer bounds and independently derived sound ones; each ``(n_i,)``.
 
     The derived bounds of layer ``k`` are the best of interval arithmetic, CROWN back-substitution and
-    the steps of ``proof`` for layer ``k``, all on the confirmed bounds of layers ``< k``.
+    the steps of ``proof`` for layer ``k``, all on the confirmed bounds of layers ``< k``; ``refine``
+    (optional) then tightens them further with checks of its own on the same confirmed layers.
     """
     n_hidden = len(net.layers) - 1
     if len(lower) != n_hidden or len(upper) != n_hidden:
@@ -155,6 +160,8 @@ def confirmed_bounds(
             own_l, own_u = np.maximum(own_l, cl), np.minimum(own_u, cu)
         for step in proof.for_layer(k):
             own_l, own_u = _tighten(own_l, own_u, step.rows, _replay(net, box, step, out_l, out_u))
+        if refine is not None:
+            own_l, own_u = refine(k, out_l, out_u, own_l, own_u)
         given_l, given_u = np.asarray(lower[k], dtype=np.float64), np.asarray(upper[k], dtype=np.float64)
         if given_l.shape != own_l.shape or given_u.shape != own_u.shape:
             raise CertificateError(f"bounds of hidden layer {k} have shape {given_l.shape}, expected {own_l.shape}")

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 import torch
 from torch import Tensor
@@ -28,6 +31,11 @@ from torch import Tensor
 from verify.bounds.adam import ProjectedAdam
 from verify.bounds.crown import backward_lower, relu_relaxation
 from verify.rounding import SAFETY, chain_gamma
+from verify.rounding import forward_allowance as float_forward_allowance
+
+if TYPE_CHECKING:
+    from verify.network import Network
+    from verify.spec import InputBox
 
 #: alpha is stored in the proof as ``round(255 alpha)`` (uint8)
 ALPHA_LEVELS = 255
@@ -85,6 +93,15 @@ class Params:
 
     def to(self, dtype: torch.dtype) -> "Params":
         return Params([a.to(dtype) for a in self.alphas], [b.to(dtype) for b in self.betas])
+
+
+def make_root(net: "Network", box: "InputBox", C: np.ndarray, d: np.ndarray, hidden: list, device: str) -> Root:
+    """A :class:`Root` for margin rows ``C``/``d`` with sound float64 hidden-layer bounds ``hidden``."""
+    chains = {dt: net.torch_chain(dt, device) for dt in (torch.float32, torch.float64)}
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)  # noqa: E731
+    forward = float_forward_allowance(net, box, tuple(u for _, u in hidden), C)
+    return Root(chains, t(box.lower)[None], t(box.upper)[None], [(t(l)[None], t(u)[None]) for l, u in hidden],
+                t(C), t(d), t(forward))
 
 
 def domain_bounds(root: Root, splits: list[Tensor], dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:

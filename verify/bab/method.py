@@ -20,13 +20,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from verify.bab.bounding import Params, Root, init_params, optimize
+from verify.bab.bounding import Params, init_params, make_root, optimize
 from verify.bab.proof import Proof, ProofBuilder, ProofKind
 from verify.bab.proof_check import check_proof
+from verify.bab.refine import refine_hidden
 from verify.bab.search import Outcome, Search, SearchEnd, Settings, root_pool
 from verify.bounds import preactivation_bounds
 from verify.budget import Budget
-from verify.rounding import forward_allowance as float_forward_allowance
 from verify.network import Network
 from verify.options import Options
 from verify.results import MethodResult, SolverStatus, Verdict, group_bound
@@ -40,6 +40,10 @@ Reference = Callable[[np.ndarray], np.ndarray]
 INPUT_SPLIT_MAX_DIM = 16
 #: the root's slopes get this many times ``alpha_steps``
 ROOT_STEP_FACTOR = 3
+#: with lemmas wanted, the first search gets this share of the time (easy properties end there)
+FIRST_TRY = 0.2
+#: then the lemmas get this share of what is left, the second search the rest
+LEMMA_SHARE = 0.5
 #: seconds between PGD runs seeded from the search's most promising points
 ATTACK_INTERVAL = 5.0
 
@@ -76,20 +80,32 @@ def settings_from(options: Options) -> Settings:
     return Settings(batch=options.bab_batch, steps=options.bab_steps, lr_alpha=options.alpha_lr)
 
 
-def make_root(net: Network, box: InputBox, C: np.ndarray, d: np.ndarray, hidden: list, device: str) -> Root:
-    """A :class:`Root` for margin rows ``C``/``d`` with sound float64 hidden-layer bounds ``hidden``."""
-    chains = {dt: net.torch_chain(dt, device) for dt in (torch.float32, torch.float64)}
-    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)  # noqa: E731
-    forward = float_forward_allowance(net, box, tuple(u for _, u in hidden), C)
-    return Root(chains, t(box.lower)[None], t(box.upper)[None], [(t(l)[None], t(u)[None]) for l, u in hidden],
-                t(C), t(d), t(forward))
-
-
 def _relu_split_bab(net: Network, prop: Property, options: Options, falsifier: "Falsifier", budget: Budget,
                     t0: float) -> MethodResult:
-    spec, box = prop.output, prop.box
-    proved_bounds = preactivation_bounds(net, box, "alpha-crown", options)
+    """ReLU splits on alpha-CROWN's bounds; on deeper nets, when that does not decide within :data:`FIRST_TRY`
+    of the time, the hidden layers' bounds are tightened by lemmas (:mod:`verify.bab.refine`) and the search
+    starts again on them."""
+    proved_bounds = preactivation_bounds(net, prop.box, "alpha-crown", options)
     hidden = list(proved_bounds[:-1])
+    lemmas_wanted = options.bab_lemmas and len(hidden) >= 2
+    first = Budget.start(FIRST_TRY * budget.remaining()) if lemmas_wanted else budget
+    res = _search(net, prop, options, falsifier, hidden, proved_bounds.proof, (), first, t0)
+    if not lemmas_wanted or res.verdict is not Verdict.UNKNOWN or budget.expired() or res.status is SolverStatus.NUMERICAL_ERROR:
+        return res
+    refined = refine_hidden(net, prop.box, proved_bounds.proof, settings_from(options), LEMMA_SHARE * budget.remaining(),
+                            options.device, ROOT_STEP_FACTOR * options.alpha_steps, options.alpha_lr)
+    log.info("bab: lemmas took unstable neurons per layer from %s to %s", refined.unstable_before, refined.unstable_after)
+    res = _search(net, prop, options, falsifier, refined.hidden, proved_bounds.proof, refined.lemmas, budget, t0)
+    res.extra["unstable_before_lemmas"] = refined.unstable_before
+    res.extra["unstable_after_lemmas"] = refined.unstable_after
+    return res
+
+
+def _search(net: Network, prop: Property, options: Options, falsifier: "Falsifier", hidden: list, root_bounds,  # type: ignore[no-untyped-def]
+            lemmas: tuple[Proof, ...], budget: Budget, t0: float) -> MethodResult:
+    """Root slopes, then one search per open group, on the hidden-layer bounds ``hidden`` (sound: proved by
+    ``root_bounds`` and ``lemmas``, which go into the proof)."""
+    spec, box = prop.output, prop.box
     root = make_root(net, box, spec.C, spec.d, hidden, options.device)
     unstable = [np.flatnonzero(m.cpu().numpy()) for m in root.unstable()]
     proof = ProofBuilder(ProofKind.RELU_SPLIT, int(sum(u.size for u in unstable)))
@@ -107,7 +123,7 @@ def _relu_split_bab(net: Network, prop: Property, options: Options, falsifier: "
     root_lower = first.lower[0].cpu().numpy()
     open_groups = [g for g, done in zip(spec.groups, proved) if not done]
     if not open_groups:
-        return _finish(net, prop, proof, unstable, proved_bounds.proof, None, root_lower, t0, "proved at the root")
+        return _finish(net, prop, proof, unstable, root_bounds, lemmas, None, root_lower, t0, "proved at the root")
     # one tree per open group, hardest (smallest root bound) first: a group that cannot be proved ends it
     open_groups.sort(key=lambda g: max(root_lower[list(g)]))
     exact = lambda sp, row: _linear_minimizer(net, box, hidden, sp, spec.C[row], spec.d[row], options, budget)  # noqa: E731
@@ -127,8 +143,11 @@ def _relu_split_bab(net: Network, prop: Property, options: Options, falsifier: "
             left = len(open_groups) - open_groups.index(group) - 1
             return MethodResult("bab", Verdict.UNKNOWN, bound, row_lower, time.perf_counter() - t0, _status(outcome.end),
                                 f"{outcome.end.message}: {totals.domains} domains bounded, {outcome.open_domains} still open "
-                                f"(group {spec.groups.index(group)}; {left} more groups not tried)", extra=_stats(totals))
-    return _finish(net, prop, proof, unstable, proved_bounds.proof, totals, row_lower, t0, f"{totals.domains} domains")
+                                f"(group {spec.groups.index(group)}; {left} more groups not tried)"
+                                + (f"; on bounds tightened by {len(lemmas)} layers of lemmas" if lemmas else ""),
+                                extra=_stats(totals))
+    what = f"{totals.domains} domains" + (f", on bounds tightened by {len(lemmas)} layers of lemmas" if lemmas else "")
+    return _finish(net, prop, proof, unstable, root_bounds, lemmas, totals, row_lower, t0, what)
 
 
 def _add(a: Outcome, b: Outcome) -> Outcome:
@@ -164,10 +183,10 @@ def _stats(outcome: Outcome | None) -> dict:
 
 
 def _finish(net: Network, prop: Property, builder: ProofBuilder, unstable: list[np.ndarray], root_bounds,  # type: ignore[no-untyped-def]
-            outcome: Outcome | None, row_lower: np.ndarray, t0: float, what: str) -> MethodResult:
+            lemmas: tuple[Proof, ...], outcome: Outcome | None, row_lower: np.ndarray, t0: float, what: str) -> MethodResult:
     """Build the proof, check it independently, and report CERTIFIED only if it checks."""
     spec, box = prop.output, prop.box
-    proof = builder.build(net.digest(), box.lower, box.upper, spec.C, spec.d, spec.groups, tuple(unstable), root_bounds)
+    proof = builder.build(net.digest(), box.lower, box.upper, spec.C, spec.d, spec.groups, tuple(unstable), root_bounds, lemmas)
     return checked_result(net, prop, proof, row_lower, outcome, t0, what)
 
 

@@ -16,6 +16,14 @@ Two kinds of tree:
   ``split_value``; ``split_sign`` -1 keeps the lower part, +1 the upper part. A closure stores slopes
   for every hidden neuron (the unstable ones differ from box to box) and no beta.
 
+Lemmas: a ReLU-split proof may carry tightened pre-activation bounds of hidden layers, each backed by
+a forest of its own (:attr:`Proof.lemmas`): for hidden layer ``k``, a proof of the same kind on the
+network truncated after layer ``k`` whose rows ``C[r]`` are ``+-e_j`` on layer ``k``'s pre-activation
+(``d = 0``). Its value for row ``r`` is, over its trees, the best of (the smallest over the tree's leaves
+of the best closure of row ``r`` on the leaf's path): a lower bound of ``C[r] z_k`` over the whole box,
+whatever its sign. The checker (:mod:`verify.bab.lemma_check`) re-derives the lemmas layer by layer,
+each on the bounds it has already confirmed for the layers before, and the main tree on all of them.
+
 Files are ``.npz`` (no pickles): :func:`save_proof` / :func:`load_proof`.
 """
 
@@ -59,6 +67,8 @@ class Proof:
             ``closure_beta[beta_offset[k]:beta_offset[k+1]]``.
         root_bounds: ReLU splits: how the root's pre-activation bounds were tightened (alpha-CROWN
             slopes); the checker replays it on its own bounds (:func:`verify.bounds_check.confirmed_bounds`).
+        lemmas: ReLU splits: branch-and-bound proofs of tighter bounds of hidden layers (see the module
+            docstring), in increasing layer order; their own ``root_bounds`` and ``lemmas`` are empty.
     """
 
     kind: ProofKind
@@ -80,6 +90,7 @@ class Proof:
     closure_beta: np.ndarray
     beta_offset: np.ndarray
     root_bounds: BoundsProof = field(default_factory=BoundsProof)
+    lemmas: tuple["Proof", ...] = ()
 
     @property
     def n_nodes(self) -> int:
@@ -150,7 +161,7 @@ class ProofBuilder:
 
     def build(self, network_hash: str, lower: np.ndarray, upper: np.ndarray, C: np.ndarray, d: np.ndarray,
               groups: tuple[tuple[int, ...], ...], unstable: tuple[np.ndarray, ...],
-              root_bounds: BoundsProof | None = None) -> Proof:
+              root_bounds: BoundsProof | None = None, lemmas: tuple[Proof, ...] = ()) -> Proof:
         cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
         lens = cat(self.c_beta_len, np.int64)
         alpha = np.concatenate(self.c_alpha) if self.c_alpha else np.zeros((0, self.n_slopes), np.uint8)
@@ -161,7 +172,7 @@ class ProofBuilder:
             np.array(self.parent, np.int64), np.array(self.layer, np.int64), np.array(self.neuron, np.int64),
             np.array(self.sign, np.int8), np.array(self.value, np.float64),
             cat(self.c_node, np.int64), cat(self.c_row, np.int64), alpha, cat(self.c_beta, np.float32),
-            np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), root_bounds or BoundsProof(),
+            np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), root_bounds or BoundsProof(), tuple(lemmas),
         )
 
 
@@ -171,19 +182,30 @@ _ARRAYS = ("lower", "upper", "C", "d", "parent", "split_layer", "split_neuron", 
 
 def save_proof(proof: Proof, path: str | Path) -> None:
     """Write ``proof`` as a compressed ``.npz`` (no pickled objects)."""
+    meta, arrays = _flatten(proof, "")
+    meta["lemmas"] = []
+    for i, lemma in enumerate(proof.lemmas):
+        lmeta, larrays = _flatten(lemma, f"lemma{i}_")
+        meta["lemmas"].append(lmeta)
+        arrays.update(larrays)
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def _flatten(proof: Proof, prefix: str) -> tuple[dict, dict]:
+    """Metadata and named arrays of one proof (its lemmas not included), array names prefixed."""
     meta = {"format": FORMAT, "version": VERSION, "kind": proof.kind.value, "network_hash": proof.network_hash,
             "groups": [list(g) for g in proof.groups]}
-    arrays = {name: getattr(proof, name) for name in _ARRAYS}
-    arrays.update({f"unstable_{k}": u for k, u in enumerate(proof.unstable)})
+    arrays = {prefix + name: getattr(proof, name) for name in _ARRAYS}
+    arrays.update({f"{prefix}unstable_{k}": u for k, u in enumerate(proof.unstable)})
     meta["root_bounds"] = {"source": proof.root_bounds.source, "steps": []}
     for i, step in enumerate(proof.root_bounds.steps):
         if not isinstance(step, SlopeProof):
             raise ProofError(f"cannot save a root-bounds step of kind {type(step).__name__}")
         meta["root_bounds"]["steps"].append({"layer": int(step.layer), "given": [a is not None for a in step.slopes]})
-        arrays[f"rb{i}_rows"] = np.asarray(step.rows, np.int64)
-        arrays.update({f"rb{i}_slope{j}": np.asarray(a, np.float64) for j, a in enumerate(step.slopes) if a is not None})
-    with open(path, "wb") as fh:
-        np.savez_compressed(fh, meta=np.array(json.dumps(meta)), **arrays)
+        arrays[f"{prefix}rb{i}_rows"] = np.asarray(step.rows, np.int64)
+        arrays.update({f"{prefix}rb{i}_slope{j}": np.asarray(a, np.float64) for j, a in enumerate(step.slopes) if a is not None})
+    return meta, arrays
 
 
 def load_proof(path: str | Path) -> Proof:
@@ -195,19 +217,23 @@ def load_proof(path: str | Path) -> Proof:
                 raise ProofError(f"{path} is not a verify branch-and-bound proof")
             if meta.get("version") != VERSION:
                 raise ProofError(f"{path}: proof format version {meta.get('version')} is not supported (expected {VERSION})")
-            arrays = {name: z[name] for name in _ARRAYS}
-            n_layers = sum(1 for k in z.files if k.startswith("unstable_"))
-            unstable = tuple(z[f"unstable_{k}"] for k in range(n_layers))
-            rb = meta.get("root_bounds", {"source": "crown", "steps": []})
-            steps = tuple(
-                SlopeProof(int(st["layer"]), z[f"rb{i}_rows"],
-                           tuple(z[f"rb{i}_slope{j}"] if given else None for j, given in enumerate(st["given"])))
-                for i, st in enumerate(rb["steps"])
-            )
-            root_bounds = BoundsProof(str(rb["source"]), steps)
+            lemmas = tuple(_unflatten(z, lmeta, f"lemma{i}_", ()) for i, lmeta in enumerate(meta.get("lemmas", [])))
+            return _unflatten(z, meta, "", lemmas)
     except ProofError:
         raise
-    except (OSError, ValueError, KeyError, EOFError) as err:
+    except (OSError, ValueError, KeyError, EOFError, TypeError) as err:
         raise ProofError(f"cannot read proof {path}: {err}") from None
+
+
+def _unflatten(z, meta: dict, prefix: str, lemmas: tuple[Proof, ...]) -> Proof:  # type: ignore[no-untyped-def]
+    arrays = {name: z[prefix + name] for name in _ARRAYS}
+    n_layers = sum(1 for k in z.files if k.startswith(prefix + "unstable_"))
+    unstable = tuple(z[f"{prefix}unstable_{k}"] for k in range(n_layers))
+    rb = meta.get("root_bounds", {"source": "crown", "steps": []})
+    steps = tuple(
+        SlopeProof(int(st["layer"]), z[f"{prefix}rb{i}_rows"],
+                   tuple(z[f"{prefix}rb{i}_slope{j}"] if given else None for j, given in enumerate(st["given"])))
+        for i, st in enumerate(rb["steps"])
+    )
     return Proof(ProofKind(meta["kind"]), str(meta["network_hash"]), groups=tuple(tuple(int(i) for i in g) for g in meta["groups"]),
-                 unstable=unstable, root_bounds=root_bounds, **arrays)
+                 unstable=unstable, root_bounds=BoundsProof(str(rb["source"]), steps), lemmas=lemmas, **arrays)

@@ -24,15 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from verify.bab.proof import Proof, ProofKind
+from verify.bab.lemma_check import confirmed_with_lemmas
+from verify.bab.tree_check import back_substitute, bad_children, children, malformed, path_splits, relu_closure_bounds, tree_of
 from verify.bounds_check import confirmed_bounds
 from verify.lp_dual import CertificateError
 from verify.rounding import SAFETY, chain_gamma
 from verify.rounding import forward_allowance as float_forward_allowance
 from verify.network import Network
 from verify.spec import InputBox, Property
-
-#: closures are recomputed in batches of this many
-_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -54,11 +53,11 @@ def check_proof(net: Network, prop: Property, proof: Proof) -> ProofCheck:
     and proves the groups that are closed on the path to every one of its leaves; the property holds
     when the trees together prove every group.
     """
-    problem = _mismatch(net, prop, proof) or _malformed(net, proof)
+    problem = _mismatch(net, prop, proof) or malformed(net, proof)
     if problem:
         return ProofCheck(False, problem)
-    children = _children(proof)
-    problem = _bad_children(proof, children)
+    kids_of = children(proof)
+    problem = bad_children(proof, kids_of)
     if problem:
         return ProofCheck(False, problem)
     try:
@@ -67,8 +66,8 @@ def check_proof(net: Network, prop: Property, proof: Proof) -> ProofCheck:
         return ProofCheck(False, f"the root's bounds do not re-derive: {err}")
     valid = bounds > 0  # NaN never; +inf only for an empty input-split region
     closed = _closed_groups(proof, valid)
-    tree = _tree_of(proof)
-    leaves = np.array([not kids for kids in children])
+    tree = tree_of(proof)
+    leaves = np.array([not kids for kids in kids_of])
     proved = np.zeros(len(proof.groups), dtype=bool)
     for root in np.flatnonzero(proof.parent < 0):
         in_tree = leaves & (tree == root)
@@ -84,15 +83,6 @@ def check_proof(net: Network, prop: Property, proof: Proof) -> ProofCheck:
                             f"{bounds.size} closures re-derived, smallest closing bound {smallest:.3g}", **stats)
 
 
-def _tree_of(proof: Proof) -> np.ndarray:
-    """``(n_nodes,)``: the root node of each node's tree (parents come first)."""
-    tree = np.arange(proof.n_nodes)
-    for v in range(proof.n_nodes):
-        if proof.parent[v] >= 0:
-            tree[v] = tree[proof.parent[v]]
-    return tree
-
-
 def _mismatch(net: Network, prop: Property, proof: Proof) -> str:
     if proof.network_hash != net.digest():
         return "the proof was made for another network (weights differ)"
@@ -103,70 +93,6 @@ def _mismatch(net: Network, prop: Property, proof: Proof) -> str:
         return "the proof was made for other output margins"
     if sorted(proof.groups) != sorted(tuple(g) for g in spec.groups):
         return "the proof groups the output margins differently"
-    return ""
-
-
-def _malformed(net: Network, proof: Proof) -> str:
-    n = proof.n_nodes
-    widths = list(net.hidden_dims)
-    if n == 0 or proof.parent[0] != -1:
-        return "the proof has no root node"
-    arrays = (proof.split_layer, proof.split_neuron, proof.split_sign, proof.split_value)
-    if any(a.shape != (n,) for a in arrays):
-        return "the proof's node arrays have different lengths"
-    split = proof.parent >= 0  # every node but the trees' roots
-    if np.any(proof.parent < -1) or np.any(proof.parent >= np.arange(n)):
-        return "the proof's tree is not ordered parent-before-child"
-    if np.any(np.abs(proof.split_sign[split]) != 1):
-        return "a split sign is not +1 or -1"
-    if proof.kind is ProofKind.RELU_SPLIT:
-        lay, neu = proof.split_layer[split], proof.split_neuron[split]
-        if np.any(lay < 0) or np.any(lay >= len(widths)):
-            return "a split names a layer the network does not have"
-        if np.any(neu < 0) or np.any(neu >= np.array(widths)[np.clip(lay, 0, len(widths) - 1)]):
-            return "a split names a neuron the network does not have"
-        if len(proof.unstable) != len(widths) or any(
-            np.any(u < 0) or np.any(u >= w) for u, w in zip(proof.unstable, widths)
-        ):
-            return "the proof's slope positions do not fit the network"
-        n_slopes = int(sum(u.size for u in proof.unstable))
-    else:
-        dim = proof.split_neuron[split]
-        if np.any(dim < 0) or np.any(dim >= net.in_dim) or not np.all(np.isfinite(proof.split_value)):
-            return "an input split names a coordinate the network does not have"
-        n_slopes = int(sum(widths))
-    k = proof.closure_node.size
-    if proof.closure_row.shape != (k,) or proof.closure_alpha.shape != (k, n_slopes) or proof.beta_offset.shape != (k + 1,):
-        return "the proof's closure arrays do not fit"
-    if k and (proof.closure_node.min() < 0 or proof.closure_node.max() >= n):
-        return "a closure names a node the tree does not have"
-    if k and (proof.closure_row.min() < 0 or proof.closure_row.max() >= proof.C.shape[0]):
-        return "a closure names a margin row the spec does not have"
-    if proof.beta_offset[0] != 0 or np.any(np.diff(proof.beta_offset) < 0) or proof.beta_offset[-1] != proof.closure_beta.size:
-        return "the proof's beta offsets are inconsistent"
-    return ""
-
-
-def _children(proof: Proof) -> list[list[int]]:
-    out: list[list[int]] = [[] for _ in range(proof.n_nodes)]
-    for v in range(proof.n_nodes):
-        if proof.parent[v] >= 0:
-            out[int(proof.parent[v])].append(v)
-    return out
-
-
-def _bad_children(proof: Proof, children: list[list[int]]) -> str:
-    """Every internal node must have exactly two children, the two signs of one split (so they cover it)."""
-    for v, kids in enumerate(children):
-        if not kids:
-            continue
-        if len(kids) != 2:
-            return f"node {v} has {len(kids)} children; a split has exactly two"
-        a, b = kids
-        same = (proof.split_layer[a] == proof.split_layer[b] and proof.split_neuron[a] == proof.split_neuron[b]
-                and proof.split_value[a] == proof.split_value[b])
-        if not same or {int(proof.split_sign[a]), int(proof.split_sign[b])} != {-1, 1}:
-            return f"the children of node {v} do not split one neuron/coordinate both ways"
     return ""
 
 
@@ -185,66 +111,28 @@ def _closed_groups(proof: Proof, valid: np.ndarray) -> np.ndarray:
     return closed
 
 
-def _path_splits(proof: Proof, v: int) -> list[tuple[int, int, int, float]]:
-    out = []
-    while proof.parent[v] >= 0:
-        out.append((int(proof.split_layer[v]), int(proof.split_neuron[v]), int(proof.split_sign[v]), float(proof.split_value[v])))
-        v = int(proof.parent[v])
-    return out[::-1]
-
-
 def _closure_bounds(net: Network, box: InputBox, proof: Proof) -> np.ndarray:
     """Re-derived lower bound ``(K,)`` of every closure (``-inf`` where its data does not fit)."""
     k = proof.closure_node.size
     out = np.full(k, -np.inf)
     if proof.kind is ProofKind.RELU_SPLIT:
-        inf = tuple(np.full(w, np.inf) for w in net.hidden_dims)
-        lows, highs = confirmed_bounds(net, box, tuple(-a for a in inf), inf, proof.root_bounds)
-        allowance = float_forward_allowance(net, box, highs, proof.C)
-        for start in range(0, k, _BATCH):
-            ix = np.arange(start, min(k, start + _BATCH))
-            out[ix] = _relu_split_batch(net, box, proof, ix, lows, highs) - allowance[proof.closure_row[ix]]
+        lows, highs = root_bounds(net, box, proof)
+        out = relu_closure_bounds(net, box, proof, lows, highs)
     else:
         for i in range(k):
             out[i] = _input_split_one(net, box, proof, i)
     return np.where(np.isnan(out), -np.inf, out)
 
 
-def _relu_split_batch(net, box, proof, ix, lows, highs) -> np.ndarray:  # type: ignore[no-untyped-def]
-    widths = list(net.hidden_dims)
-    b = ix.size
-    splits = [np.zeros((b, w), dtype=np.int8) for w in widths]
-    betas = [np.zeros((b, w)) for w in widths]
-    ok = np.ones(b, dtype=bool)
-    for i, c in enumerate(ix):
-        path = _path_splits(proof, int(proof.closure_node[c]))
-        keys = sorted((lay, neu) for lay, neu, _, _ in path)
-        vals = proof.closure_beta[proof.beta_offset[c]: proof.beta_offset[c + 1]].astype(np.float64)
-        if len(set(keys)) != len(keys) or vals.size != len(keys):
-            ok[i] = False
-            continue
-        for lay, neu, sign, _ in path:
-            splits[lay][i, neu] = sign
-        for (lay, neu), beta in zip(keys, vals):
-            betas[lay][i, neu] = beta
-    alphas = []
-    pos = 0
-    for k, w in enumerate(widths):
-        a = np.full((b, w), np.nan)  # nan = CROWN's default slope
-        u = proof.unstable[k]
-        a[:, u] = proof.closure_alpha[ix, pos: pos + u.size] / 255.0
-        pos += u.size
-        alphas.append(a)
-    lo = [np.broadcast_to(l, (b, l.size)) for l in lows]
-    hi = [np.broadcast_to(h, (b, h.size)) for h in highs]
-    vals = _back_substitute(net, box.lower[None], box.upper[None], lo, hi, splits, alphas, betas,
-                            proof.C[proof.closure_row[ix]], proof.d[proof.closure_row[ix]])
-    return np.where(ok, vals, -np.inf)
+def root_bounds(net: Network, box: InputBox, proof: Proof) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """The checker's own hidden-layer bounds for a ReLU-split proof: interval and CROWN, the proof's
+    alpha-CROWN slopes and its lemmas (:mod:`verify.bab.lemma_check`), layer by layer."""
+    return confirmed_with_lemmas(net, box, proof.root_bounds, proof.lemmas)
 
 
 def _input_split_one(net: Network, box: InputBox, proof: Proof, c: int) -> float:
     lo, hi = box.lower.copy(), box.upper.copy()
-    for _, dim, sign, value in _path_splits(proof, int(proof.closure_node[c])):
+    for _, dim, sign, value in path_splits(proof, int(proof.closure_node[c])):
         if sign < 0:
             hi[dim] = min(hi[dim], value)
         else:
@@ -260,47 +148,8 @@ def _input_split_one(net: Network, box: InputBox, proof: Proof, c: int) -> float
         alphas.append(proof.closure_alpha[c: c + 1, pos: pos + w] / 255.0)
         pos += w
     zeros = [np.zeros((1, w)) for w in net.hidden_dims]
-    val = _back_substitute(net, lo[None], hi[None], [l[None] for l in lows], [h[None] for h in highs],
+    val = back_substitute(net, lo[None], hi[None], [l[None] for l in lows], [h[None] for h in highs],
                            [np.zeros((1, w), np.int8) for w in net.hidden_dims], alphas, zeros,
                            proof.C[row: row + 1], proof.d[row: row + 1])[0]
     return float(val - float_forward_allowance(net, sub, highs, proof.C[row: row + 1])[0])
 
-
-def _back_substitute(net, box_lo, box_hi, lows, highs, splits, alphas, betas, C, d) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Lower bound ``(B,)`` of ``C[i] f(x) + d[i]`` over the box on each region, minus the rounding allowance.
-
-    ``lows/highs[k]``: ``(B, n_k)`` bounds; ``splits[k]``: signs (0 = free); ``alphas[k]``: slopes (NaN:
-    CROWN's default), ``betas[k]``: split multipliers (clipped to >= 0)."""
-    L = len(net.layers) - 1
-    A, const = C.copy(), d.copy()
-    M, Mc = np.abs(C), np.abs(d)
-    for j in range(L, 0, -1):
-        w, bias = net.layers[j].dense_weight(), net.layers[j].bias
-        const = const + A @ bias
-        Mc = Mc + M @ np.abs(bias)
-        G, GM = A @ w, M @ np.abs(w)
-        s = splits[j - 1]
-        l = np.where(s > 0, np.maximum(lows[j - 1], 0.0), lows[j - 1])
-        u = np.where(s < 0, np.minimum(highs[j - 1], 0.0), highs[j - 1])
-        unst, act = (l < 0) & (u > 0), (l >= 0).astype(np.float64)
-        up = np.where(unst, u / np.where(unst, u - l, 1.0), act)
-        off = np.where(unst, -up * l, 0.0)
-        default = np.where(unst, (u > -l).astype(np.float64), act)
-        a = alphas[j - 1]
-        lo_slope = np.where(unst, np.where(np.isnan(a), default, np.clip(a, 0.0, 1.0)), act)
-        neg = np.minimum(G, 0.0)
-        const = const + np.sum(neg * off, axis=1)
-        Mc = Mc + np.sum(GM * off, axis=1)
-        beta = np.maximum(np.nan_to_num(betas[j - 1], nan=0.0), 0.0) * (s != 0)
-        A = np.maximum(G, 0.0) * lo_slope + neg * up - beta * s
-        M = GM + beta
-    w, bias = net.layers[0].dense_weight(), net.layers[0].bias
-    const = const + A @ bias
-    Mc = Mc + M @ np.abs(bias)
-    G = A @ w
-    mid, rad = (box_hi + box_lo) / 2, (box_hi - box_lo) / 2
-    value = const + np.sum(G * mid, axis=1) - np.sum(np.abs(G) * rad, axis=1)
-    total = Mc + (M @ np.abs(w)) @ np.maximum(np.abs(box_lo), np.abs(box_hi))[0]
-    gamma = chain_gamma([net.in_dim, *net.hidden_dims, net.out_dim], len(net.layers))
-    out = value - 2.0 * SAFETY * gamma * total
-    return np.where(np.isfinite(out), out, -np.inf)

@@ -138,6 +138,7 @@ class Search:
         self.domains = 0
         self.rounds = 0
         self.stuck: Pool | None = None
+        self.final_pool: Pool | None = None  # the open domains when :meth:`run` returned
 
     # --- compact <-> full width ------------------------------------------------------------------
     def compact(self, params: Params) -> tuple[list[Tensor], list[Tensor]]:
@@ -177,6 +178,20 @@ class Search:
         elif self.stuck is not None:
             pool = pool.cat(self.stuck)
         return self._outcome(end, None, pool)
+
+    def close_open(self, pool: Pool) -> None:
+        """Record a closure of every open row at every domain of ``pool`` whatever its bound (for lemmas,
+        whose value is the smallest leaf bound, :mod:`verify.bab.lemma_check`)."""
+        if not len(pool):
+            return
+        params = self.full(pool)
+        dom, rows = torch.nonzero(self.groups.open_rows(pool.proved), as_tuple=True)
+        if not dom.numel():
+            return
+        alphas = torch.cat([params.alphas[k][dom, rows][:, u] for k, u in enumerate(self.unstable)], dim=1)
+        alpha_u8 = torch.round(alphas.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
+        betas = self._canonical_betas(pool.splits, params, dom, rows)
+        self.proof.add_closures(pool.node[dom].cpu().numpy(), self.global_rows[rows.cpu().numpy()], alpha_u8, betas)
 
     def _pop(self, pool: Pool) -> tuple[Pool, Pool]:
         obj = self.groups.objective(pool.lower, pool.proved)
@@ -285,6 +300,7 @@ class Search:
         return children.take(torch.nonzero(~done).flatten())
 
     def _outcome(self, end: SearchEnd, cex: np.ndarray | None, pool: Pool) -> Outcome:
+        self.final_pool = pool
         row_lower = self.row_lower
         glob = self.finished_lower
         if len(pool):
