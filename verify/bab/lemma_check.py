@@ -57,7 +57,10 @@ def lemma_refiner(net: Network, box: InputBox, lemmas: tuple[Proof, ...]) -> Ref
         if problem:
             raise CertificateError(f"the lemma for hidden layer {k}: {problem}")
         values = row_values(lemma, relu_closure_bounds(sub, box, lemma, lows, highs))
-        return tightened(lemma, values, l, u)
+        l, u = tightened(lemma, values, l, u)
+        if np.any(l > u):  # sound bounds of a non-empty box never cross: a sign of a bug, refuse
+            raise CertificateError(f"the lemma for hidden layer {k} leaves neuron {int(np.argmax(l > u))} with l > u")
+        return l, u
 
     return refine
 
@@ -83,7 +86,7 @@ def row_values(proof: Proof, bounds: np.ndarray) -> np.ndarray:
     leaf = np.array([not k for k in kids])
     tree = tree_of(proof)
     out = np.full(proof.C.shape[0], -np.inf)
-    finite = np.isfinite(bounds) | (bounds == np.inf)
+    finite = np.isfinite(bounds)
     for root in np.flatnonzero(proof.parent < 0):
         nodes = np.flatnonzero(tree == root)  # ascending: parents first
         sel = np.flatnonzero(np.isin(proof.closure_node, nodes) & finite)
@@ -108,7 +111,7 @@ def tightened(lemma: Proof, values: np.ndarray, l: np.ndarray, u: np.ndarray) ->
     for r in range(lemma.C.shape[0]):
         row = lemma.C[r]
         nz = np.flatnonzero(row)
-        if nz.size != 1 or abs(row[nz[0]]) != 1.0 or not np.isfinite(values[r]) or lemma.d[r] != 0.0:
+        if nz.size != 1 or row[nz[0]] not in (1.0, -1.0) or not np.isfinite(values[r]) or lemma.d[r] != 0.0:
             continue
         j, v = int(nz[0]), float(values[r])
         if row[j] > 0:

@@ -217,11 +217,14 @@ def load_proof(path: str | Path) -> Proof:
                 raise ProofError(f"{path} is not a verify branch-and-bound proof")
             if meta.get("version") != VERSION:
                 raise ProofError(f"{path}: proof format version {meta.get('version')} is not supported (expected {VERSION})")
-            lemmas = tuple(_unflatten(z, lmeta, f"lemma{i}_", ()) for i, lmeta in enumerate(meta.get("lemmas", [])))
+            metas = meta.get("lemmas", [])
+            if not isinstance(metas, list) or not all(isinstance(m, dict) for m in metas):
+                raise ProofError(f"{path}: the proof's lemma list is malformed")
+            lemmas = tuple(_unflatten(z, lmeta, f"lemma{i}_", ()) for i, lmeta in enumerate(metas))
             return _unflatten(z, meta, "", lemmas)
     except ProofError:
         raise
-    except (OSError, ValueError, KeyError, EOFError, TypeError) as err:
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError) as err:
         raise ProofError(f"cannot read proof {path}: {err}") from None
 
 

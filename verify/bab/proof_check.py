@@ -64,6 +64,8 @@ def check_proof(net: Network, prop: Property, proof: Proof) -> ProofCheck:
         bounds = _closure_bounds(net, prop.box, proof)
     except CertificateError as err:
         return ProofCheck(False, f"the root's bounds do not re-derive: {err}")
+    except (ValueError, IndexError, TypeError) as err:  # a crafted proof whose data slipped past the checks above
+        return ProofCheck(False, f"the proof's data does not fit ({type(err).__name__}: {err})")
     valid = bounds > 0  # NaN never; +inf only for an empty input-split region
     closed = _closed_groups(proof, valid)
     tree = tree_of(proof)

@@ -29,7 +29,30 @@ def tree_of(proof: Proof) -> np.ndarray:
     return tree
 
 
+def bad_types(proof: Proof) -> str:
+    """Why the proof's arrays have the wrong kind or number of dimensions ('' if none): index arrays must be
+    1-D integers, values real floats (a complex ``C`` would compare and cast silently), slopes 2-D uint8."""
+    ints = {"parent": proof.parent, "split_layer": proof.split_layer, "split_neuron": proof.split_neuron,
+            "split_sign": proof.split_sign, "closure_node": proof.closure_node, "closure_row": proof.closure_row,
+            "beta_offset": proof.beta_offset, **{f"unstable[{k}]": u for k, u in enumerate(proof.unstable)}}
+    reals = {"lower": (proof.lower, 1), "upper": (proof.upper, 1), "C": (proof.C, 2), "d": (proof.d, 1),
+             "split_value": (proof.split_value, 1), "closure_beta": (proof.closure_beta, 1)}
+    for name, a in ints.items():
+        if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype.kind not in "iu":
+            return f"the proof's {name} is not a 1-D integer array"
+    for name, (a, ndim) in reals.items():
+        if not isinstance(a, np.ndarray) or a.ndim != ndim or a.dtype.kind != "f":
+            return f"the proof's {name} is not a {ndim}-D array of real numbers"
+    alpha = proof.closure_alpha
+    if not isinstance(alpha, np.ndarray) or alpha.ndim != 2 or alpha.dtype != np.uint8:
+        return "the proof's closure_alpha is not a 2-D uint8 array"
+    return ""
+
+
 def malformed(net: Network, proof: Proof) -> str:
+    problem = bad_types(proof)
+    if problem:
+        return problem
     n = proof.n_nodes
     widths = list(net.hidden_dims)
     if n == 0 or proof.parent[0] != -1:
