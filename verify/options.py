@@ -46,8 +46,8 @@ class Options:
                             "(warm-started from its parent)")
     bab_split: str = _field("auto", "what branch and bound splits: unstable ReLUs, the input box, or auto (the input "
                             "box when it has at most 16 non-degenerate coordinates)", choices=BAB_SPLITS)
-    bab_lemmas: bool = _field(True, "branch and bound on nets with 2+ hidden layers: when the first fifth of the time "
-                              "did not decide, tighten the hidden layers' bounds by branch and bound on the truncated "
+    bab_lemmas: bool = _field(True, "branch and bound on nets with 2+ hidden layers: when the first fifth of the time (at most "
+                              "30 s) did not decide, tighten the hidden layers' bounds by branch and bound on the truncated "
                               "network (checked lemmas in the proof), then search again")
     time_limit: float = _field(60.0, "seconds per margin for LP/SDP/MILP solves; the best sound bound so far is kept")
     timeout: float | None = _field(None, "whole wall time in seconds for one property (one input at one eps), all "
