@@ -64,7 +64,7 @@ class Boxes:
 
 def input_split_bab(net: Network, prop: Property, options: Options, falsifier, budget: Budget, t0: float) -> MethodResult:  # type: ignore[no-untyped-def]
     """Method "bab" by input splitting; returns CERTIFIED only with a proof that checks."""
-    from verify.bab.method import checked_result, settings_from
+    from verify.bab.method import checked_result
 
     spec, box, dev = prop.output, prop.box, options.device
     run = _Run(net, prop, options, budget)

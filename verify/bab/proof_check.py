@@ -28,7 +28,6 @@ from verify.bab.lemma_check import confirmed_with_lemmas
 from verify.bab.tree_check import back_substitute, bad_children, children, malformed, path_splits, relu_closure_bounds, tree_of
 from verify.bounds_check import confirmed_bounds
 from verify.lp_dual import CertificateError
-from verify.rounding import SAFETY, chain_gamma
 from verify.rounding import forward_allowance as float_forward_allowance
 from verify.network import Network
 from verify.spec import InputBox, Property

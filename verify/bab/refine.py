@@ -27,7 +27,7 @@ import torch
 from verify.bab.bounding import Params, Root, init_params, make_root, optimize
 from verify.bab.lemma_check import confirmed_with_lemmas, truncated
 from verify.bab.proof import Proof, ProofBuilder, ProofKind
-from verify.bab.search import Search, Settings, root_pool
+from verify.bab.search import Search, SearchEnd, Settings, root_pool
 from verify.bounds_proof import BoundsProof
 from verify.budget import Budget
 from verify.network import Network
@@ -96,8 +96,8 @@ def _layer_lemma(net: Network, box: InputBox, k: int, hidden: Pairs, unstable: n
     n_slopes = int(sum(int(m.sum()) for m in root.unstable()))
     builder = ProofBuilder(ProofKind.RELU_SPLIT, n_slopes)
     lower = first.lower[0].cpu().numpy()
-    for r in np.argsort(lower):  # the loosest bounds first
-        per_row = stop.remaining() / max(1, 2 * n - int(np.sum(lower < lower[r])))
+    for i, r in enumerate(np.argsort(lower)):  # the loosest bounds first, each an equal share of what is left
+        per_row = stop.remaining() / (2 * n - i)
         _tighten_row(root, int(r), first, builder, Budget.start(per_row), settings)
     return builder.build(sub.digest(), box.lower, box.upper, C, d, tuple((r,) for r in range(2 * n)),
                          tuple(np.flatnonzero(m.cpu().numpy()) for m in root.unstable()))
@@ -113,5 +113,5 @@ def _tighten_row(root: Root, r: int, first, builder: ProofBuilder, budget: Budge
         search.close_open(root_pool(search, params, lower, builder.add_root()))
         return
     outcome = search.run(root_pool(search, params, lower, builder.add_root()))
-    if outcome.end.name != "PROVED" and search.final_pool is not None:
+    if outcome.end is not SearchEnd.PROVED and search.final_pool is not None:
         search.close_open(search.final_pool)

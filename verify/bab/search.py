@@ -184,14 +184,9 @@ class Search:
         whose value is the smallest leaf bound, :mod:`verify.bab.lemma_check`)."""
         if not len(pool):
             return
-        params = self.full(pool)
         dom, rows = torch.nonzero(self.groups.open_rows(pool.proved), as_tuple=True)
-        if not dom.numel():
-            return
-        alphas = torch.cat([params.alphas[k][dom, rows][:, u] for k, u in enumerate(self.unstable)], dim=1)
-        alpha_u8 = torch.round(alphas.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
-        betas = self._canonical_betas(pool.splits, params, dom, rows)
-        self.proof.add_closures(pool.node[dom].cpu().numpy(), self.global_rows[rows.cpu().numpy()], alpha_u8, betas)
+        if dom.numel():
+            self._record(pool.splits, self.full(pool), pool.node, dom, rows)
 
     def _pop(self, pool: Pool) -> tuple[Pool, Pool]:
         obj = self.groups.objective(pool.lower, pool.proved)
@@ -263,12 +258,15 @@ class Search:
         has = grp.any(dim=2)
         dom, g = torch.nonzero(has, as_tuple=True)
         if dom.numel():
-            rows = first[dom, g]
-            alphas = torch.cat([bounded.params.alphas[k][dom, rows][:, u] for k, u in enumerate(self.unstable)], dim=1)
-            alpha_u8 = torch.round(alphas.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
-            betas = self._canonical_betas(splits, bounded.params, dom, rows)
-            self.proof.add_closures(nodes[dom].cpu().numpy(), self.global_rows[rows.cpu().numpy()], alpha_u8, betas)
+            self._record(splits, bounded.params, nodes, dom, first[dom, g])
         return proved | has
+
+    def _record(self, splits: list[Tensor], params: Params, nodes: Tensor, dom: Tensor, rows: Tensor) -> None:
+        """Closures of local ``rows[i]`` at domain ``dom[i]`` (proof node ``nodes[dom[i]]``) with ``params``."""
+        alphas = torch.cat([params.alphas[k][dom, rows][:, u] for k, u in enumerate(self.unstable)], dim=1)
+        alpha_u8 = torch.round(alphas.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
+        betas = self._canonical_betas(splits, params, dom, rows)
+        self.proof.add_closures(nodes[dom].cpu().numpy(), self.global_rows[rows.cpu().numpy()], alpha_u8, betas)
 
     def _canonical_betas(self, splits: list[Tensor], params: Params, dom: Tensor, rows: Tensor) -> list[np.ndarray]:
         """Per closure, its betas at its split neurons sorted by (layer, neuron)."""
